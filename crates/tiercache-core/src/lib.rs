@@ -1,0 +1,40 @@
+//! Traits and plain types shared by every tiercache crate: no I/O, no Redis, no moka.
+//!
+//! A third party writes a tier by depending on this crate alone and implementing [`Tier`]; the
+//! `tiercache` facade then stacks it with the others. This crate also holds the value [`Codec`]
+//! and its header ([`Envelope`]), the TTL presets ([`CacheStrategy`], [`EntryOptions`]), key rules
+//! ([`validate_key`], [`Namespace`]), the [`Error`] type and the stats types.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tiercache_core::{CacheStrategy, Decoded, Entry, Envelope, JsonCodec};
+//!
+//! // What the facade does before it hands bytes to a tier:
+//! let envelope = Envelope::new(JsonCodec, 1);
+//! let bytes = envelope.encode("user:1", &vec![1, 2, 3])?;
+//! let ttl = CacheStrategy::ShortTerm.ttl().unwrap_or(Duration::from_secs(300));
+//! let entry = Entry::new(bytes, ttl);
+//! assert_eq!(envelope.decode::<Vec<i32>>(&entry.value)?, Decoded::Value(vec![1, 2, 3]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod codec;
+mod entry;
+mod error;
+mod key;
+mod stats;
+mod strategy;
+mod tier;
+
+pub use async_trait::async_trait;
+pub use bytes::Bytes;
+
+pub use codec::{Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec};
+pub use entry::Entry;
+pub use error::{BoxError, Error, Result};
+pub use key::{MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, validate_key};
+pub use stats::{CacheStats, LoadCounters, TierCounters, TierStats};
+pub use strategy::{CacheStrategy, DEFAULT_TTL, EntryOptions};
+pub use tier::Tier;

@@ -1,0 +1,177 @@
+//! Counters the cache keeps, and the plain snapshots a user reads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of one tier. Cheap to bump from any thread.
+#[derive(Debug, Default)]
+pub struct TierCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    promotions: AtomicU64,
+    writes: AtomicU64,
+    errors: AtomicU64,
+    decode_errors: AtomicU64,
+}
+
+macro_rules! bump {
+    ($($(#[$doc:meta])* $name:ident => $field:ident;)*) => {
+        impl TierCounters {
+            $($(#[$doc])* pub fn $name(&self) {
+                self.$field.fetch_add(1, Ordering::Relaxed);
+            })*
+        }
+    };
+}
+
+bump! {
+    /// Counts a read that found a live entry.
+    hit => hits;
+    /// Counts a read that found nothing.
+    miss => misses;
+    /// Counts an entry copied into this tier from a tier below it.
+    promotion => promotions;
+    /// Counts a write (set or fill).
+    write => writes;
+    /// Counts a failed call to the tier.
+    error => errors;
+    /// Counts stored bytes that did not decode (read as a miss).
+    decode_error => decode_errors;
+}
+
+impl TierCounters {
+    /// A snapshot named `name`.
+    pub fn snapshot(&self, name: &str) -> TierStats {
+        TierStats {
+            name: name.to_owned(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            promotions: self.promotions.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What one tier has seen since the cache was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TierStats {
+    /// The tier's name.
+    pub name: String,
+    /// Reads that found a live entry.
+    pub hits: u64,
+    /// Reads that found nothing (decode failures included).
+    pub misses: u64,
+    /// Entries copied into this tier from a tier below.
+    pub promotions: u64,
+    /// Writes: sets, fills and promotions.
+    pub writes: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Stored values that did not decode and were read as misses.
+    pub decode_errors: u64,
+}
+
+impl TierStats {
+    /// Hits over reads, in 0..=1; 0 before the first read.
+    pub fn hit_ratio(&self) -> f64 {
+        let reads = self.hits + self.misses;
+        if reads == 0 {
+            0.0
+        } else {
+            self.hits as f64 / reads as f64
+        }
+    }
+}
+
+/// Live counters of the loader and coalescing.
+#[derive(Debug, Default)]
+pub struct LoadCounters {
+    loads: AtomicU64,
+    load_errors: AtomicU64,
+    coalesced: AtomicU64,
+    negative_hits: AtomicU64,
+}
+
+impl LoadCounters {
+    /// Counts one loader call.
+    pub fn load(&self) {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a loader that failed or panicked.
+    pub fn load_error(&self) {
+        self.load_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a caller that waited for another caller's load instead of loading.
+    pub fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a read answered by a cached "not found".
+    pub fn negative_hit(&self) {
+        self.negative_hits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of a whole cache: each tier top-down, then the loader.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// The typed in-process tier, when there is one.
+    pub memory: Option<TierStats>,
+    /// The tiers below it, top-down (L2 first).
+    pub tiers: Vec<TierStats>,
+    /// Loader calls.
+    pub loads: u64,
+    /// Loader calls that failed or panicked.
+    pub load_errors: u64,
+    /// Callers that shared another caller's load.
+    pub coalesced: u64,
+    /// Reads answered by a cached "not found".
+    pub negative_hits: u64,
+}
+
+impl CacheStats {
+    /// Builds a snapshot from the load counters and the tiers' snapshots.
+    pub fn new(memory: Option<TierStats>, tiers: Vec<TierStats>, loads: &LoadCounters) -> Self {
+        Self {
+            memory,
+            tiers,
+            loads: loads.loads.load(Ordering::Relaxed),
+            load_errors: loads.load_errors.load(Ordering::Relaxed),
+            coalesced: loads.coalesced.load(Ordering::Relaxed),
+            negative_hits: loads.negative_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The stats of the tier named `name`, the memory tier included.
+    pub fn tier(&self, name: &str) -> Option<&TierStats> {
+        self.memory
+            .iter()
+            .chain(&self.tiers)
+            .find(|tier| tier.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_snapshot_what_was_bumped() {
+        let c = TierCounters::default();
+        c.hit();
+        c.hit();
+        c.miss();
+        c.decode_error();
+        let s = c.snapshot("l2");
+        assert_eq!((s.hits, s.misses, s.decode_errors), (2, 1, 1));
+        assert!((s.hit_ratio() - 2.0 / 3.0).abs() < 1e-9);
+
+        let loads = LoadCounters::default();
+        loads.load();
+        let stats = CacheStats::new(None, vec![s], &loads);
+        assert_eq!(stats.loads, 1);
+        assert_eq!(stats.tier("l2").map(|t| t.hits), Some(2));
+    }
+}

@@ -1,0 +1,186 @@
+//! How long entries live: named presets and per-call options.
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+/// A named time-to-live preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CacheStrategy {
+    /// 10 seconds: values that change all the time.
+    RealTime,
+    /// 5 minutes.
+    ShortTerm,
+    /// 1 hour.
+    MediumTerm,
+    /// 3 hours.
+    LongTerm,
+    /// Any TTL.
+    Custom(Duration),
+    /// The cache's default TTL: 5 minutes unless the builder set another.
+    #[default]
+    Default,
+}
+
+impl CacheStrategy {
+    /// The TTL of the preset; `None` for [`CacheStrategy::Default`], which the cache resolves.
+    pub fn ttl(self) -> Option<Duration> {
+        match self {
+            Self::RealTime => Some(Duration::from_secs(10)),
+            Self::ShortTerm => Some(Duration::from_secs(5 * 60)),
+            Self::MediumTerm => Some(Duration::from_secs(60 * 60)),
+            Self::LongTerm => Some(Duration::from_secs(3 * 60 * 60)),
+            Self::Custom(ttl) => Some(ttl),
+            Self::Default => None,
+        }
+    }
+
+    /// The TTL, with [`CacheStrategy::Default`] resolved to `default_ttl`.
+    pub fn ttl_or(self, default_ttl: Duration) -> Duration {
+        self.ttl().unwrap_or(default_ttl)
+    }
+}
+
+/// The default TTL of a cache: 5 minutes.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Per-call options for a write: the strategy plus jitter and negative caching.
+///
+/// Every method that takes options accepts a bare [`CacheStrategy`] too.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiercache_core::{CacheStrategy, EntryOptions};
+///
+/// let opts = EntryOptions::new(CacheStrategy::ShortTerm)
+///     .jitter(0.1)
+///     .negative_ttl(Duration::from_secs(30));
+/// assert_eq!(opts.strategy(), CacheStrategy::ShortTerm);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct EntryOptions {
+    strategy: CacheStrategy,
+    jitter: f64,
+    negative_ttl: Option<Duration>,
+}
+
+impl EntryOptions {
+    /// Options with `strategy`, no jitter and no negative caching.
+    pub fn new(strategy: CacheStrategy) -> Self {
+        Self {
+            strategy,
+            jitter: 0.0,
+            negative_ttl: None,
+        }
+    }
+
+    /// Shortens each entry's TTL by a random fraction of up to `fraction` (clamped to 0..=1), so
+    /// that entries written together do not all expire together. Never lengthens it.
+    /// Default: 0 (no jitter).
+    #[must_use]
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// How long a "not found" from a loader is cached by the optional form of get-or-compute.
+    /// Default: `None` (a "not found" is not cached).
+    #[must_use]
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> CacheStrategy {
+        self.strategy
+    }
+
+    /// The jitter fraction.
+    pub fn jitter_fraction(&self) -> f64 {
+        self.jitter
+    }
+
+    /// The negative-caching TTL, if any.
+    pub fn negative_ttl_value(&self) -> Option<Duration> {
+        self.negative_ttl
+    }
+
+    /// The TTL for one write: the strategy's TTL (with `Default` resolved to `default_ttl`),
+    /// shortened by the jitter.
+    pub fn effective_ttl(&self, default_ttl: Duration) -> Duration {
+        apply_jitter(self.strategy.ttl_or(default_ttl), self.jitter)
+    }
+
+    /// The TTL for a negative entry, jittered like a value's; `None` when negative caching is off.
+    pub fn effective_negative_ttl(&self) -> Option<Duration> {
+        self.negative_ttl.map(|ttl| apply_jitter(ttl, self.jitter))
+    }
+}
+
+impl From<CacheStrategy> for EntryOptions {
+    fn from(strategy: CacheStrategy) -> Self {
+        Self::new(strategy)
+    }
+}
+
+fn apply_jitter(ttl: Duration, fraction: f64) -> Duration {
+    if fraction <= 0.0 {
+        return ttl;
+    }
+    ttl.mul_f64(1.0 - fraction * unit_random())
+}
+
+/// A uniform number in [0, 1). Jitter needs spread, not cryptographic quality, so this hashes a
+/// counter with the standard library's randomly keyed hasher instead of pulling in a RNG crate.
+fn unit_random() -> f64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let bits = RandomState::new().hash_one(n) >> 11;
+    // 53 random bits scaled into [0, 1).
+    bits as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_the_documented_ttls() {
+        assert_eq!(CacheStrategy::RealTime.ttl(), Some(Duration::from_secs(10)));
+        assert_eq!(CacheStrategy::ShortTerm.ttl(), Some(Duration::from_secs(300)));
+        assert_eq!(CacheStrategy::MediumTerm.ttl(), Some(Duration::from_secs(3600)));
+        assert_eq!(CacheStrategy::LongTerm.ttl(), Some(Duration::from_secs(10800)));
+        assert_eq!(
+            CacheStrategy::Custom(Duration::from_millis(5)).ttl(),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(CacheStrategy::Default.ttl_or(DEFAULT_TTL), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn jitter_spreads_ttls_without_exceeding_them() {
+        let opts = EntryOptions::new(CacheStrategy::LongTerm).jitter(0.5);
+        let ttls: Vec<Duration> = (0..200).map(|_| opts.effective_ttl(DEFAULT_TTL)).collect();
+        let max = Duration::from_secs(10800);
+        assert!(ttls.iter().all(|t| *t <= max && *t >= max / 2));
+        let distinct: std::collections::HashSet<_> = ttls.iter().collect();
+        assert!(distinct.len() > 150, "only {} distinct TTLs", distinct.len());
+    }
+
+    #[test]
+    fn no_jitter_means_exact_ttl_and_bad_fractions_are_tamed() {
+        let exact = EntryOptions::new(CacheStrategy::RealTime);
+        assert_eq!(exact.effective_ttl(DEFAULT_TTL), Duration::from_secs(10));
+        assert_eq!(EntryOptions::default().jitter(f64::NAN).jitter_fraction(), 0.0);
+        assert_eq!(EntryOptions::default().jitter(7.0).jitter_fraction(), 1.0);
+    }
+}

@@ -1,0 +1,161 @@
+//! The trait every storage tier implements.
+
+use async_trait::async_trait;
+
+use crate::{Entry, Result};
+
+/// A storage tier: bytes under string keys, each with an absolute expiry.
+///
+/// The facade hands a tier keys that are already namespaced and validated, so a tier stores them
+/// as they come. A tier must never return an expired entry, and must hand back an entry's
+/// `expires_at` unchanged (within its clock's precision), so that promotion never extends life.
+///
+/// The trait is dyn-compatible: the facade holds tiers as `Arc<dyn Tier>`, and a third party
+/// writes a tier by depending on `tiercache-core` alone. The batch forms have default
+/// implementations that call the single-key forms one by one; a networked tier overrides them
+/// with its own batch commands.
+///
+/// # Example
+///
+/// ```
+/// use std::{collections::HashMap, sync::Mutex};
+/// use tiercache_core::{async_trait, Entry, Result, Tier};
+///
+/// #[derive(Debug, Default)]
+/// struct MapTier(Mutex<HashMap<String, Entry>>);
+///
+/// #[async_trait]
+/// impl Tier for MapTier {
+///     fn name(&self) -> &str { "map" }
+///     async fn get(&self, key: &str) -> Result<Option<Entry>> {
+///         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+///         Ok(map.get(key).filter(|e| !e.is_expired()).cloned())
+///     }
+///     async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+///         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), entry);
+///         Ok(())
+///     }
+///     async fn remove(&self, key: &str) -> Result<()> {
+///         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+///         Ok(())
+///     }
+///     async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+///         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+///         let before = map.len();
+///         map.retain(|k, _| !k.starts_with(prefix));
+///         Ok((before - map.len()) as u64)
+///     }
+///     async fn clear(&self) -> Result<()> {
+///         self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+///         Ok(())
+///     }
+/// }
+///
+/// let tier: std::sync::Arc<dyn Tier> = std::sync::Arc::new(MapTier::default());
+/// assert_eq!(tier.name(), "map");
+/// ```
+#[async_trait]
+pub trait Tier: Send + Sync + std::fmt::Debug {
+    /// A short name for logs, errors and stats (`"moka"`, `"redis"`, ...).
+    fn name(&self) -> &str;
+
+    /// The entry under `key` with its expiry, or `None` when absent or expired.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) or [`Error::Timeout`](crate::Error::Timeout) when
+    /// the tier cannot answer.
+    async fn get(&self, key: &str) -> Result<Option<Entry>>;
+
+    /// Stores `entry` under `key`, replacing what was there, until `entry.expires_at`.
+    /// An entry that has already expired is not stored (and any old value is removed).
+    ///
+    /// # Errors
+    ///
+    /// When the tier cannot store it.
+    async fn set(&self, key: &str, entry: Entry) -> Result<()>;
+
+    /// Removes `key`; removing an absent key is not an error.
+    ///
+    /// # Errors
+    ///
+    /// When the tier cannot answer.
+    async fn remove(&self, key: &str) -> Result<()>;
+
+    /// Removes every key that starts with `prefix` (the literal text, no patterns) and returns
+    /// how many were removed, as far as the tier can tell (a lazy tier may return 0).
+    ///
+    /// # Errors
+    ///
+    /// When the tier cannot answer.
+    async fn remove_prefix(&self, prefix: &str) -> Result<u64>;
+
+    /// Removes every entry this tier holds for its owner. A shared tier removes only its own
+    /// namespace, never the whole server.
+    ///
+    /// # Errors
+    ///
+    /// When the tier cannot answer.
+    async fn clear(&self) -> Result<()>;
+
+    /// Whether the tier can serve requests now. The default says yes.
+    ///
+    /// # Errors
+    ///
+    /// The failure that makes the tier unusable.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The entries under `keys`, in the same order; `None` for each miss.
+    ///
+    /// # Errors
+    ///
+    /// The first failure; a tier that overrides this may fail the whole batch at once.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.get(key).await?);
+        }
+        Ok(found)
+    }
+
+    /// Stores every `(key, entry)` pair.
+    ///
+    /// # Errors
+    ///
+    /// The first failure; pairs before it may have been stored.
+    async fn set_many(&self, entries: Vec<(String, Entry)>) -> Result<()> {
+        for (key, entry) in entries {
+            self.set(&key, entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every key in `keys`.
+    ///
+    /// # Errors
+    ///
+    /// The first failure; keys before it may have been removed.
+    async fn remove_many(&self, keys: &[&str]) -> Result<()> {
+        for key in keys {
+            self.remove(key).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+
+    #[test]
+    fn dyn_tier_is_send_and_sync() {
+        assert_send_sync::<dyn Tier>();
+        assert_send_sync::<Arc<dyn Tier>>();
+    }
+}
