@@ -1,0 +1,265 @@
+//! The typed in-process tier: holds decoded values so a hit costs a lookup, not a decode.
+
+use std::{any::Any, fmt, sync::Arc, time::Instant};
+
+use tiercache_core::{Error, Result};
+
+use crate::{
+    config::{MemoryConfig, build_cache},
+    expiry::ExpiresAt,
+};
+
+/// A value in the typed tier: a shared, already-decoded object (or a cached "not found") with its
+/// absolute expiry.
+///
+/// Cloning is one reference-count increment.
+#[derive(Clone)]
+pub struct MemoryEntry {
+    value: Option<Arc<dyn Any + Send + Sync>>,
+    expires_at: Instant,
+    weight: u32,
+}
+
+impl MemoryEntry {
+    /// A value that expires at `expires_at`. It weighs `size_of::<T>()` bytes unless
+    /// [`with_weight`](Self::with_weight) says otherwise.
+    pub fn new<T: Any + Send + Sync>(value: Arc<T>, expires_at: Instant) -> Self {
+        Self {
+            value: Some(value),
+            expires_at,
+            weight: u32::try_from(size_of::<T>()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// A cached "not found" that expires at `expires_at`.
+    pub fn negative(expires_at: Instant) -> Self {
+        Self {
+            value: None,
+            expires_at,
+            weight: 0,
+        }
+    }
+
+    /// Sets the weight used when the tier is bounded by bytes (for example, the value's encoded
+    /// length).
+    #[must_use]
+    pub fn with_weight(mut self, bytes: usize) -> Self {
+        self.weight = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self
+    }
+
+    /// When the entry expires.
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    /// Whether this is a cached "not found".
+    pub fn is_negative(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// The value as a `T`; `None` for a negative entry or a value of another type.
+    pub fn into_typed<T: Any + Send + Sync>(self) -> Option<Arc<T>> {
+        self.value?.downcast::<T>().ok()
+    }
+}
+
+impl fmt::Debug for MemoryEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryEntry")
+            .field("negative", &self.is_negative())
+            .field("expires_at", &self.expires_at)
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+impl ExpiresAt for MemoryEntry {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
+
+/// The typed L1: decoded values in process memory, each expiring at its own instant.
+///
+/// A cheap `Clone` handle: clones share the same entries.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::{sync::Arc, time::{Duration, Instant}};
+/// use tiercache_moka::{MemoryEntry, MemoryTier};
+///
+/// let l1 = MemoryTier::new(10_000);
+/// let expires_at = Instant::now() + Duration::from_secs(60);
+/// l1.insert("user:1", MemoryEntry::new(Arc::new(String::from("ada")), expires_at)).await;
+/// let hit = l1.get("user:1").await.and_then(MemoryEntry::into_typed::<String>);
+/// assert_eq!(hit.as_deref().map(String::as_str), Some("ada"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MemoryTier {
+    entries: moka::future::Cache<String, MemoryEntry>,
+    name: Arc<str>,
+}
+
+impl MemoryTier {
+    /// A tier of at most `max_entries` entries, named `"memory"`.
+    pub fn new(max_entries: u64) -> Self {
+        Self::with_config(&MemoryConfig::new(max_entries))
+    }
+
+    /// A tier bounded and named as `config` says.
+    pub fn with_config(config: &MemoryConfig) -> Self {
+        Self {
+            entries: build_cache(config, |entry: &MemoryEntry| entry.weight),
+            name: Arc::from(config.name.as_deref().unwrap_or("memory")),
+        }
+    }
+
+    /// The tier's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The live entry under `key`.
+    pub async fn get(&self, key: &str) -> Option<MemoryEntry> {
+        self.entries.get(key).await
+    }
+
+    /// Stores `entry` under `key` until its expiry; an already-expired entry removes the key.
+    pub async fn insert(&self, key: impl Into<String>, entry: MemoryEntry) {
+        let key = key.into();
+        if entry.expires_at <= Instant::now() {
+            self.entries.invalidate(&key).await;
+        } else {
+            self.entries.insert(key, entry).await;
+        }
+    }
+
+    /// Removes `key`.
+    pub async fn remove(&self, key: &str) {
+        self.entries.invalidate(key).await;
+    }
+
+    /// Removes every key that starts with `prefix`. The removal is registered at once (reads
+    /// stop seeing the entries immediately) and carried out by moka's housekeeping.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if moka refuses the predicate, which it does only when predicate
+    /// invalidation is not enabled (it always is here).
+    pub fn remove_prefix(&self, prefix: &str) -> Result<()> {
+        let prefix = prefix.to_owned();
+        self.entries
+            .invalidate_entries_if(move |key, _| key.starts_with(&prefix))
+            .map(drop)
+            .map_err(|err| Error::backend(self.name.as_ref(), None, err))
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Entries held, as of the last housekeeping.
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Summed weight of the entries, as of the last housekeeping.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
+    /// Runs moka's pending housekeeping now (evictions, removals, counts).
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+}
+
+impl fmt::Debug for MemoryTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTier")
+            .field("name", &self.name)
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn returns_the_same_object_without_copying() {
+        let l1 = MemoryTier::new(100);
+        let value = Arc::new(vec![1u8, 2, 3]);
+        l1.insert("k", MemoryEntry::new(Arc::clone(&value), soon(60_000))).await;
+        let hit = l1.get("k").await.and_then(MemoryEntry::into_typed::<Vec<u8>>);
+        assert!(hit.is_some_and(|hit| Arc::ptr_eq(&hit, &value)));
+    }
+
+    #[tokio::test]
+    async fn another_type_or_a_negative_entry_is_not_a_typed_hit() {
+        let l1 = MemoryTier::new(100);
+        l1.insert("k", MemoryEntry::new(Arc::new(5u32), soon(60_000))).await;
+        l1.insert("n", MemoryEntry::negative(soon(60_000))).await;
+        assert!(l1.get("k").await.and_then(MemoryEntry::into_typed::<u64>).is_none());
+        let negative = l1.get("n").await;
+        assert!(negative.as_ref().is_some_and(MemoryEntry::is_negative));
+    }
+
+    #[tokio::test]
+    async fn each_entry_expires_at_its_own_instant() {
+        let l1 = MemoryTier::new(100);
+        l1.insert("short", MemoryEntry::new(Arc::new(1u8), soon(50))).await;
+        l1.insert("long", MemoryEntry::new(Arc::new(2u8), soon(60_000))).await;
+        l1.insert("past", MemoryEntry::new(Arc::new(3u8), Instant::now())).await;
+        assert!(l1.get("past").await.is_none());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(l1.get("short").await.is_none());
+        assert!(l1.get("long").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn prefix_removal_spares_other_keys() {
+        let l1 = MemoryTier::new(100);
+        for key in ["user:1", "user:2", "order:1"] {
+            l1.insert(key, MemoryEntry::new(Arc::new(0u8), soon(60_000))).await;
+        }
+        l1.remove_prefix("user:").unwrap();
+        assert!(l1.get("user:1").await.is_none());
+        assert!(l1.get("user:2").await.is_none());
+        assert!(l1.get("order:1").await.is_some());
+        l1.clear();
+        assert!(l1.get("order:1").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn byte_bound_evicts_by_weight() {
+        let l1 = MemoryTier::with_config(&MemoryConfig::new(1_000_000).max_bytes(10_000));
+        for i in 0..100 {
+            let entry = MemoryEntry::new(Arc::new(i), soon(60_000)).with_weight(1_000);
+            l1.insert(format!("k{i}"), entry).await;
+        }
+        l1.run_pending_tasks().await;
+        assert!(l1.entry_count() <= 10, "{} entries", l1.entry_count());
+        assert!(l1.weighted_size() <= 10_000);
+    }
+
+    #[tokio::test]
+    async fn count_bound_evicts_by_count() {
+        let l1 = MemoryTier::new(50);
+        for i in 0..500 {
+            l1.insert(format!("k{i}"), MemoryEntry::new(Arc::new(i), soon(60_000))).await;
+        }
+        l1.run_pending_tasks().await;
+        assert!(l1.entry_count() <= 50, "{} entries", l1.entry_count());
+    }
+}

@@ -1,0 +1,58 @@
+//! Test support for tiercache and for anyone writing a tier: the [`conformance`] suite that every
+//! [`Tier`](tiercache_core::Tier) runs, ours and third parties'.
+//!
+//! Dev-only (`publish = false`): add it under `[dev-dependencies]`. Its checks panic with the name
+//! of the behaviour that failed, like `assert!`, so they read well in a test report.
+//!
+//! A third-party tier, checked by the suite:
+//!
+//! ```
+//! use std::{collections::HashMap, sync::Mutex};
+//! use tiercache_core::{async_trait, Entry, Result, Tier};
+//!
+//! #[derive(Debug, Default)]
+//! struct MapTier(Mutex<HashMap<String, Entry>>);
+//!
+//! impl MapTier {
+//!     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+//!         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+//!     }
+//! }
+//!
+//! #[async_trait]
+//! impl Tier for MapTier {
+//!     fn name(&self) -> &str { "map" }
+//!     async fn get(&self, key: &str) -> Result<Option<Entry>> {
+//!         Ok(self.map().get(key).filter(|e| !e.is_expired()).cloned())
+//!     }
+//!     async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+//!         if entry.is_expired() {
+//!             self.map().remove(key);
+//!         } else {
+//!             self.map().insert(key.to_owned(), entry);
+//!         }
+//!         Ok(())
+//!     }
+//!     async fn remove(&self, key: &str) -> Result<()> {
+//!         self.map().remove(key);
+//!         Ok(())
+//!     }
+//!     async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+//!         let mut map = self.map();
+//!         let before = map.len();
+//!         map.retain(|key, _| !key.starts_with(prefix));
+//!         Ok((before - map.len()) as u64)
+//!     }
+//!     async fn clear(&self) -> Result<()> {
+//!         self.map().clear();
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! tiercache_testkit::conformance::run(&MapTier::default(), "doc:").await;
+//! # }
+//! ```
+#![doc(test(attr(deny(warnings))))]
+
+pub mod conformance;
