@@ -24,7 +24,8 @@ pub trait Codec: Send + Sync + 'static {
     /// # Errors
     ///
     /// When the value cannot be represented in this format.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>)
+    -> Result<(), CodecError>;
 
     /// Decodes a value from `bytes`.
     ///
@@ -42,7 +43,11 @@ impl Codec for JsonCodec {
     const ID: u8 = 1;
     const NAME: &'static str = "json";
 
-    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         serde_json::to_writer(out, value).map_err(Into::into)
     }
 
@@ -224,7 +229,10 @@ mod tests {
         let bytes = Envelope::new(JsonCodec, 1).encode("k", &user()).unwrap();
         assert!(matches!(
             Envelope::new(JsonCodec, 2).decode::<User>(&bytes),
-            Err(DecodeError::OtherVersion { found: 1, expected: 2 })
+            Err(DecodeError::OtherVersion {
+                found: 1,
+                expected: 2
+            })
         ));
         let mut other_codec = bytes.to_vec();
         other_codec[1] = 9;
@@ -237,7 +245,13 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let env = Envelope::new(JsonCodec, 0);
-        for bad in [&b""[..], b"\xC7", b"{\"id\":1}", b"\xC7\x01\x00\x00\x00{", b"\xC7\x01\x05\x00\x00"] {
+        for bad in [
+            &b""[..],
+            b"\xC7",
+            b"{\"id\":1}",
+            b"\xC7\x01\x00\x00\x00{",
+            b"\xC7\x01\x05\x00\x00",
+        ] {
             assert!(env.decode::<User>(bad).is_err(), "{bad:?}");
         }
         let mut seed = 0x2545_F491_4F6C_DD1Du64;

@@ -25,7 +25,9 @@ pub enum Error {
     },
 
     /// A value could not be encoded by the cache's codec.
-    #[error("cannot encode a value of type {type_name} for key {key:?} with codec {codec}: {source}")]
+    #[error(
+        "cannot encode a value of type {type_name} for key {key:?} with codec {codec}: {source}"
+    )]
     Encode {
         /// The Rust type that failed to encode.
         type_name: &'static str,
@@ -80,7 +82,9 @@ pub enum Error {
 }
 
 fn key_suffix(key: &Option<String>) -> String {
-    key.as_ref().map(|k| format!(" for key {k:?}")).unwrap_or_default()
+    key.as_ref()
+        .map(|k| format!(" for key {k:?}"))
+        .unwrap_or_default()
 }
 
 impl Error {
@@ -128,7 +132,10 @@ mod tests {
     #[test]
     fn backend_error_names_tier_and_key() {
         let err = Error::backend("redis", Some("user:1"), std::io::Error::other("reset"));
-        assert_eq!(err.to_string(), "tier redis failed for key \"user:1\": reset");
+        assert_eq!(
+            err.to_string(),
+            "tier redis failed for key \"user:1\": reset"
+        );
         assert!(err.is_retryable());
         assert_eq!(err.tier(), Some("redis"));
     }

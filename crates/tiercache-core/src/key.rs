@@ -80,8 +80,16 @@ mod tests {
 
     #[test]
     fn rejects_empty_long_and_control_keys() {
-        for bad in [String::new(), "a".repeat(MAX_KEY_LEN + 1), "a\nb".into(), "\u{7f}".into()] {
-            assert!(matches!(validate_key(&bad), Err(Error::InvalidKey { .. })), "{bad:?}");
+        for bad in [
+            String::new(),
+            "a".repeat(MAX_KEY_LEN + 1),
+            "a\nb".into(),
+            "\u{7f}".into(),
+        ] {
+            assert!(
+                matches!(validate_key(&bad), Err(Error::InvalidKey { .. })),
+                "{bad:?}"
+            );
         }
         validate_key(&"k".repeat(MAX_KEY_LEN)).unwrap();
         validate_key("user:1/ünïcode ok").unwrap();

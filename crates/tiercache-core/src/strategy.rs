@@ -156,14 +156,26 @@ mod tests {
     #[test]
     fn presets_have_the_documented_ttls() {
         assert_eq!(CacheStrategy::RealTime.ttl(), Some(Duration::from_secs(10)));
-        assert_eq!(CacheStrategy::ShortTerm.ttl(), Some(Duration::from_secs(300)));
-        assert_eq!(CacheStrategy::MediumTerm.ttl(), Some(Duration::from_secs(3600)));
-        assert_eq!(CacheStrategy::LongTerm.ttl(), Some(Duration::from_secs(10800)));
+        assert_eq!(
+            CacheStrategy::ShortTerm.ttl(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            CacheStrategy::MediumTerm.ttl(),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            CacheStrategy::LongTerm.ttl(),
+            Some(Duration::from_secs(10800))
+        );
         assert_eq!(
             CacheStrategy::Custom(Duration::from_millis(5)).ttl(),
             Some(Duration::from_millis(5))
         );
-        assert_eq!(CacheStrategy::Default.ttl_or(DEFAULT_TTL), Duration::from_secs(300));
+        assert_eq!(
+            CacheStrategy::Default.ttl_or(DEFAULT_TTL),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]
@@ -173,14 +185,21 @@ mod tests {
         let max = Duration::from_secs(10800);
         assert!(ttls.iter().all(|t| *t <= max && *t >= max / 2));
         let distinct: std::collections::HashSet<_> = ttls.iter().collect();
-        assert!(distinct.len() > 150, "only {} distinct TTLs", distinct.len());
+        assert!(
+            distinct.len() > 150,
+            "only {} distinct TTLs",
+            distinct.len()
+        );
     }
 
     #[test]
     fn no_jitter_means_exact_ttl_and_bad_fractions_are_tamed() {
         let exact = EntryOptions::new(CacheStrategy::RealTime);
         assert_eq!(exact.effective_ttl(DEFAULT_TTL), Duration::from_secs(10));
-        assert_eq!(EntryOptions::default().jitter(f64::NAN).jitter_fraction(), 0.0);
+        assert_eq!(
+            EntryOptions::default().jitter(f64::NAN).jitter_fraction(),
+            0.0
+        );
         assert_eq!(EntryOptions::default().jitter(7.0).jitter_fraction(), 1.0);
     }
 }

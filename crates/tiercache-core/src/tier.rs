@@ -145,6 +145,41 @@ pub trait Tier: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A shared tier is a tier: lets `Arc<dyn Tier>` (or `Arc<MyTier>`) go wherever a tier is expected.
+#[async_trait]
+impl<T: Tier + ?Sized> Tier for std::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        (**self).get(key).await
+    }
+    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+        (**self).set(key, entry).await
+    }
+    async fn remove(&self, key: &str) -> Result<()> {
+        (**self).remove(key).await
+    }
+    async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+        (**self).remove_prefix(prefix).await
+    }
+    async fn clear(&self) -> Result<()> {
+        (**self).clear().await
+    }
+    async fn health(&self) -> Result<()> {
+        (**self).health().await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        (**self).get_many(keys).await
+    }
+    async fn set_many(&self, entries: Vec<(String, Entry)>) -> Result<()> {
+        (**self).set_many(entries).await
+    }
+    async fn remove_many(&self, keys: &[&str]) -> Result<()> {
+        (**self).remove_many(keys).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -19,7 +19,12 @@ impl ExpiresAt for tiercache_core::Entry {
 pub(crate) struct UntilExpiresAt;
 
 impl<V: ExpiresAt> moka::Expiry<String, V> for UntilExpiresAt {
-    fn expire_after_create(&self, _key: &String, value: &V, created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &V,
+        created_at: Instant,
+    ) -> Option<Duration> {
         Some(value.expires_at().saturating_duration_since(created_at))
     }
 

@@ -200,17 +200,27 @@ mod tests {
     async fn returns_the_same_object_without_copying() {
         let l1 = MemoryTier::new(100);
         let value = Arc::new(vec![1u8, 2, 3]);
-        l1.insert("k", MemoryEntry::new(Arc::clone(&value), soon(60_000))).await;
-        let hit = l1.get("k").await.and_then(MemoryEntry::into_typed::<Vec<u8>>);
+        l1.insert("k", MemoryEntry::new(Arc::clone(&value), soon(60_000)))
+            .await;
+        let hit = l1
+            .get("k")
+            .await
+            .and_then(MemoryEntry::into_typed::<Vec<u8>>);
         assert!(hit.is_some_and(|hit| Arc::ptr_eq(&hit, &value)));
     }
 
     #[tokio::test]
     async fn another_type_or_a_negative_entry_is_not_a_typed_hit() {
         let l1 = MemoryTier::new(100);
-        l1.insert("k", MemoryEntry::new(Arc::new(5u32), soon(60_000))).await;
+        l1.insert("k", MemoryEntry::new(Arc::new(5u32), soon(60_000)))
+            .await;
         l1.insert("n", MemoryEntry::negative(soon(60_000))).await;
-        assert!(l1.get("k").await.and_then(MemoryEntry::into_typed::<u64>).is_none());
+        assert!(
+            l1.get("k")
+                .await
+                .and_then(MemoryEntry::into_typed::<u64>)
+                .is_none()
+        );
         let negative = l1.get("n").await;
         assert!(negative.as_ref().is_some_and(MemoryEntry::is_negative));
     }
@@ -218,9 +228,12 @@ mod tests {
     #[tokio::test]
     async fn each_entry_expires_at_its_own_instant() {
         let l1 = MemoryTier::new(100);
-        l1.insert("short", MemoryEntry::new(Arc::new(1u8), soon(50))).await;
-        l1.insert("long", MemoryEntry::new(Arc::new(2u8), soon(60_000))).await;
-        l1.insert("past", MemoryEntry::new(Arc::new(3u8), Instant::now())).await;
+        l1.insert("short", MemoryEntry::new(Arc::new(1u8), soon(50)))
+            .await;
+        l1.insert("long", MemoryEntry::new(Arc::new(2u8), soon(60_000)))
+            .await;
+        l1.insert("past", MemoryEntry::new(Arc::new(3u8), Instant::now()))
+            .await;
         assert!(l1.get("past").await.is_none());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(l1.get("short").await.is_none());
@@ -231,7 +244,8 @@ mod tests {
     async fn prefix_removal_spares_other_keys() {
         let l1 = MemoryTier::new(100);
         for key in ["user:1", "user:2", "order:1"] {
-            l1.insert(key, MemoryEntry::new(Arc::new(0u8), soon(60_000))).await;
+            l1.insert(key, MemoryEntry::new(Arc::new(0u8), soon(60_000)))
+                .await;
         }
         l1.remove_prefix("user:").unwrap();
         assert!(l1.get("user:1").await.is_none());
@@ -257,7 +271,8 @@ mod tests {
     async fn count_bound_evicts_by_count() {
         let l1 = MemoryTier::new(50);
         for i in 0..500 {
-            l1.insert(format!("k{i}"), MemoryEntry::new(Arc::new(i), soon(60_000))).await;
+            l1.insert(format!("k{i}"), MemoryEntry::new(Arc::new(i), soon(60_000)))
+                .await;
         }
         l1.run_pending_tasks().await;
         assert!(l1.entry_count() <= 50, "{} entries", l1.entry_count());

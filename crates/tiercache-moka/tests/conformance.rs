@@ -9,6 +9,10 @@ async fn moka_tier_passes_conformance() {
 
 #[tokio::test]
 async fn byte_bounded_moka_tier_passes_conformance() {
-    let tier = MokaTier::with_config(&MemoryConfig::new(0).max_bytes(64 * 1024 * 1024).name("moka-bytes"));
+    let tier = MokaTier::with_config(
+        &MemoryConfig::new(0)
+            .max_bytes(64 * 1024 * 1024)
+            .name("moka-bytes"),
+    );
     tiercache_testkit::conformance::run(&tier, "conformance:").await;
 }

@@ -1,5 +1,8 @@
 //! The behaviour every [`Tier`] must have, as one call.
-#![expect(clippy::panic, reason = "the suite reports a failed behaviour by panicking, as assert! does")]
+#![expect(
+    clippy::panic,
+    reason = "the suite reports a failed behaviour by panicking, as assert! does"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -54,9 +57,17 @@ async fn value(tier: &dyn Tier, key: &str) -> Option<Bytes> {
 }
 
 async fn missing_key_is_none(tier: &dyn Tier, key: &str) {
-    assert_eq!(get(tier, key).await, None, "[{}] a missing key must read as None", tier.name());
+    assert_eq!(
+        get(tier, key).await,
+        None,
+        "[{}] a missing key must read as None",
+        tier.name()
+    );
     tier.remove(key).await.unwrap_or_else(|err| {
-        panic!("[{}] removing an absent key must not fail: {err}", tier.name())
+        panic!(
+            "[{}] removing an absent key must not fail: {err}",
+            tier.name()
+        )
     });
 }
 
@@ -67,7 +78,12 @@ async fn set_then_get_round_trips(tier: &dyn Tier, key: &str) {
     let Some(found) = found else {
         panic!("[{}] a value just set must be found", tier.name());
     };
-    assert_eq!(found.value, entry.value, "[{}] bytes must round-trip", tier.name());
+    assert_eq!(
+        found.value,
+        entry.value,
+        "[{}] bytes must round-trip",
+        tier.name()
+    );
 }
 
 async fn set_replaces(tier: &dyn Tier, key: &str) {
@@ -83,8 +99,15 @@ async fn set_replaces(tier: &dyn Tier, key: &str) {
 
 async fn remove_removes(tier: &dyn Tier, key: &str) {
     set(tier, key, minute(&b"v"[..])).await;
-    tier.remove(key).await.unwrap_or_else(|err| panic!("[{}] remove failed: {err}", tier.name()));
-    assert_eq!(get(tier, key).await, None, "[{}] a removed key must read as None", tier.name());
+    tier.remove(key)
+        .await
+        .unwrap_or_else(|err| panic!("[{}] remove failed: {err}", tier.name()));
+    assert_eq!(
+        get(tier, key).await,
+        None,
+        "[{}] a removed key must read as None",
+        tier.name()
+    );
 }
 
 async fn expiry_is_kept_and_honoured(tier: &dyn Tier, key: &str) {
@@ -108,7 +131,11 @@ async fn expiry_is_kept_and_honoured(tier: &dyn Tier, key: &str) {
     let short_ttl = Duration::from_millis(200);
     let set_at = Instant::now();
     set(tier, &short_key, Entry::new(&b"short"[..], short_ttl)).await;
-    assert!(get(tier, &short_key).await.is_some(), "[{}] a live entry must be found", tier.name());
+    assert!(
+        get(tier, &short_key).await.is_some(),
+        "[{}] a live entry must be found",
+        tier.name()
+    );
     let deadline = set_at + Duration::from_secs(5);
     loop {
         let asked_at = Instant::now();
@@ -143,7 +170,11 @@ async fn expired_entry_is_not_stored(tier: &dyn Tier, key: &str) {
 async fn odd_values_round_trip(tier: &dyn Tier, key: &str) {
     let all_bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
     let large: Vec<u8> = (0..4 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
-    for (name, bytes) in [("empty", Vec::new()), ("binary", all_bytes), ("large", large)] {
+    for (name, bytes) in [
+        ("empty", Vec::new()),
+        ("binary", all_bytes),
+        ("large", large),
+    ] {
         let odd_key = format!("{key}:{name}");
         set(tier, &odd_key, minute(bytes.clone())).await;
         assert_eq!(
@@ -161,11 +192,21 @@ async fn batch_forms_agree_with_single_forms(tier: &dyn Tier, prefix: &str) {
         .iter()
         .map(|key| (key.clone(), minute(Bytes::from(key.clone()))))
         .collect();
-    tier.set_many(pairs).await.unwrap_or_else(|err| panic!("[{}] set_many: {err}", tier.name()));
+    tier.set_many(pairs)
+        .await
+        .unwrap_or_else(|err| panic!("[{}] set_many: {err}", tier.name()));
 
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let found = tier.get_many(&refs).await.unwrap_or_else(|err| panic!("[{}] get_many: {err}", tier.name()));
-    assert_eq!(found.len(), refs.len(), "[{}] get_many must answer every key", tier.name());
+    let found = tier
+        .get_many(&refs)
+        .await
+        .unwrap_or_else(|err| panic!("[{}] get_many: {err}", tier.name()));
+    assert_eq!(
+        found.len(),
+        refs.len(),
+        "[{}] get_many must answer every key",
+        tier.name()
+    );
     for (key, entry) in keys.iter().zip(&found).take(4) {
         assert_eq!(
             entry.as_ref().map(|e| &e.value[..]),
@@ -174,18 +215,39 @@ async fn batch_forms_agree_with_single_forms(tier: &dyn Tier, prefix: &str) {
             tier.name()
         );
     }
-    assert_eq!(found[4], None, "[{}] get_many must report a miss as None", tier.name());
+    assert_eq!(
+        found[4],
+        None,
+        "[{}] get_many must report a miss as None",
+        tier.name()
+    );
 
-    tier.remove_many(&refs[..2]).await.unwrap_or_else(|err| panic!("[{}] remove_many: {err}", tier.name()));
-    let after = tier.get_many(&refs).await.unwrap_or_else(|err| panic!("[{}] get_many: {err}", tier.name()));
+    tier.remove_many(&refs[..2])
+        .await
+        .unwrap_or_else(|err| panic!("[{}] remove_many: {err}", tier.name()));
+    let after = tier
+        .get_many(&refs)
+        .await
+        .unwrap_or_else(|err| panic!("[{}] get_many: {err}", tier.name()));
     let present: Vec<bool> = after.iter().map(Option::is_some).collect();
-    assert_eq!(present, [false, false, true, true, false], "[{}] remove_many", tier.name());
+    assert_eq!(
+        present,
+        [false, false, true, true, false],
+        "[{}] remove_many",
+        tier.name()
+    );
 }
 
 async fn remove_prefix_is_literal(tier: &dyn Tier, prefix: &str) {
     let p = |rest: &str| format!("{prefix}rp:{rest}");
     let doomed = [p("user:1"), p("user:2"), p("user:"), p("g*[?]\\:1")];
-    let spared = [p("users:1"), p("use:1"), p("order:1"), p("gX[?]\\:1"), p("g*?]\\:1")];
+    let spared = [
+        p("users:1"),
+        p("use:1"),
+        p("order:1"),
+        p("gX[?]\\:1"),
+        p("g*?]\\:1"),
+    ];
     for key in doomed.iter().chain(&spared) {
         set(tier, key, minute(&b"v"[..])).await;
     }
@@ -195,7 +257,12 @@ async fn remove_prefix_is_literal(tier: &dyn Tier, prefix: &str) {
             .unwrap_or_else(|err| panic!("[{}] remove_prefix: {err}", tier.name()));
     }
     for key in &doomed {
-        assert_eq!(get(tier, key).await, None, "[{}] remove_prefix must remove {key:?}", tier.name());
+        assert_eq!(
+            get(tier, key).await,
+            None,
+            "[{}] remove_prefix must remove {key:?}",
+            tier.name()
+        );
     }
     for key in &spared {
         assert!(
@@ -208,12 +275,22 @@ async fn remove_prefix_is_literal(tier: &dyn Tier, prefix: &str) {
 
 async fn health_is_ok(tier: &dyn Tier) {
     if let Err(err) = tier.health().await {
-        panic!("[{}] a working tier must report healthy: {err}", tier.name());
+        panic!(
+            "[{}] a working tier must report healthy: {err}",
+            tier.name()
+        );
     }
 }
 
 async fn clear_removes_everything(tier: &dyn Tier, key: &str) {
     set(tier, key, minute(&b"v"[..])).await;
-    tier.clear().await.unwrap_or_else(|err| panic!("[{}] clear failed: {err}", tier.name()));
-    assert_eq!(get(tier, key).await, None, "[{}] clear must remove every entry", tier.name());
+    tier.clear()
+        .await
+        .unwrap_or_else(|err| panic!("[{}] clear failed: {err}", tier.name()));
+    assert_eq!(
+        get(tier, key).await,
+        None,
+        "[{}] clear must remove every entry",
+        tier.name()
+    );
 }

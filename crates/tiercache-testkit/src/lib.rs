@@ -1,5 +1,6 @@
 //! Test support for tiercache and for anyone writing a tier: the [`conformance`] suite that every
-//! [`Tier`](tiercache_core::Tier) runs, ours and third parties'.
+//! [`Tier`](tiercache_core::Tier) runs, ours and third parties', and [`MapTier`], a `HashMap` tier
+//! that can be made to fail.
 //!
 //! Dev-only (`publish = false`): add it under `[dev-dependencies]`. Its checks panic with the name
 //! of the behaviour that failed, like `assert!`, so they read well in a test report.
@@ -56,3 +57,6 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod conformance;
+mod map_tier;
+
+pub use map_tier::{InjectedFailure, MapTier};

@@ -1,0 +1,208 @@
+//! Building a [`Cache`]: the tiers top-down, the namespace, the codec and the default TTL.
+
+use std::sync::Arc;
+
+use tiercache_core::{
+    CacheStrategy, Codec, DEFAULT_TTL, Envelope, Error, JsonCodec, LoadCounters, Namespace, Result,
+    Tier,
+};
+
+use crate::{
+    Cache, TierOptions, cache::Inner, flight::Flights, guard::InvalidationClock, layer::Layer,
+    memory::MemoryLayer,
+};
+
+/// Builds a [`Cache`]. Tiers are given top-down: [`memory`](Self::memory) is L1, then each
+/// [`tier`](Self::tier) call adds the next level (L2, L3, ...).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
+/// use tiercache::{Cache, CacheStrategy, MemoryTier, MokaTier, TierOptions};
+///
+/// let cache = Cache::builder()
+///     .namespace("shop")
+///     .memory_with(MemoryTier::new(10_000), TierOptions::new().ttl_scale(0.5))
+///     .tier(MokaTier::new(100_000))
+///     .default_strategy(CacheStrategy::MediumTerm)
+///     .build()
+///     .await?;
+/// assert_eq!(cache.namespace(), "shop");
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until .build() is awaited"]
+pub struct CacheBuilder<C: Codec = JsonCodec> {
+    namespace: String,
+    memory: Option<MemoryLayer>,
+    tiers: Vec<Layer>,
+    codec: C,
+    schema_version: u16,
+    default_strategy: CacheStrategy,
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("namespace", &self.namespace)
+            .field("tiers", &self.tiers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CacheBuilder<JsonCodec> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheBuilder<JsonCodec> {
+    /// A builder with no tiers, no namespace, the JSON codec, schema version 0 and the
+    /// [`CacheStrategy::Default`] TTL of 5 minutes.
+    pub fn new() -> Self {
+        Self {
+            namespace: String::new(),
+            memory: None,
+            tiers: Vec::new(),
+            codec: JsonCodec,
+            schema_version: 0,
+            default_strategy: CacheStrategy::Default,
+        }
+    }
+}
+
+impl<C: Codec> CacheBuilder<C> {
+    /// Prefixes every key in the tiers below L1 with `namespace:` (and, with a bus, names its
+    /// channel), so caches that share a Redis never see each other's keys. Default: none.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets the typed in-process L1, with default [`TierOptions`]. Default: no L1.
+    #[cfg(feature = "moka")]
+    pub fn memory(self, tier: tiercache_moka::MemoryTier) -> Self {
+        self.memory_with(tier, TierOptions::new())
+    }
+
+    /// Sets the typed in-process L1 with its options (TTL scale, whether lower-tier hits are
+    /// promoted into it).
+    #[cfg(feature = "moka")]
+    pub fn memory_with(mut self, tier: tiercache_moka::MemoryTier, options: TierOptions) -> Self {
+        self.memory = Some(MemoryLayer::new(tier, options));
+        self
+    }
+
+    /// Adds the next tier below the ones already given, with default [`TierOptions`].
+    /// An `Arc<dyn Tier>` is a tier too.
+    pub fn tier(self, tier: impl Tier + 'static) -> Self {
+        self.tier_with(tier, TierOptions::new())
+    }
+
+    /// Adds the next tier below the ones already given, with its options.
+    pub fn tier_with(mut self, tier: impl Tier + 'static, options: TierOptions) -> Self {
+        let tier: Arc<dyn Tier> = Arc::new(tier);
+        self.tiers.push(Layer::new(tier, options));
+        self
+    }
+
+    /// Replaces the codec of the bytes written below L1. Default: [`JsonCodec`].
+    pub fn codec<C2: Codec>(self, codec: C2) -> CacheBuilder<C2> {
+        CacheBuilder {
+            namespace: self.namespace,
+            memory: self.memory,
+            tiers: self.tiers,
+            codec,
+            schema_version: self.schema_version,
+            default_strategy: self.default_strategy,
+        }
+    }
+
+    /// The schema version written into every stored value's header. Bump it when a cached type
+    /// changes shape: values written under another version then read as misses. Default: 0.
+    pub fn schema_version(mut self, version: u16) -> Self {
+        self.schema_version = version;
+        self
+    }
+
+    /// What [`CacheStrategy::Default`] means for this cache. Default: 5 minutes.
+    pub fn default_strategy(mut self, strategy: CacheStrategy) -> Self {
+        self.default_strategy = strategy;
+        self
+    }
+
+    /// Checks the configuration and builds the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when there is no tier at all, a TTL scale is not a positive finite
+    /// number, a tier's scale is larger than a tier's below it (an upper tier would outlive the
+    /// copy it was filled from), or two tiers share a name; [`Error::InvalidKey`] for a namespace
+    /// that breaks the key rules.
+    pub async fn build(self) -> Result<Cache<C>> {
+        let namespace = Namespace::new(&self.namespace)?;
+        self.check_tiers()?;
+        let default_ttl = self.default_strategy.ttl_or(DEFAULT_TTL);
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                namespace,
+                memory: self.memory,
+                tiers: self.tiers,
+                envelope: Envelope::new(self.codec, self.schema_version),
+                default_ttl,
+                flights: Flights::default(),
+                clock: InvalidationClock::new(),
+                loads: LoadCounters::default(),
+            }),
+        })
+    }
+
+    fn check_tiers(&self) -> Result<()> {
+        let levels: Vec<(&str, &TierOptions)> = self
+            .memory
+            .iter()
+            .map(|memory| (memory.name(), memory.options()))
+            .chain(
+                self.tiers
+                    .iter()
+                    .map(|layer| (layer.name(), &layer.options)),
+            )
+            .collect();
+        if levels.is_empty() {
+            return Err(Error::Config(
+                "a cache needs at least one tier: call .memory(..) or .tier(..)".into(),
+            ));
+        }
+        for (index, (name, options)) in levels.iter().enumerate() {
+            let scale = options.ttl_scale_value();
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(Error::Config(format!(
+                    "tier {name:?} (L{}) has TTL scale {scale}; it must be a positive finite number",
+                    index + 1
+                )));
+            }
+            if levels[..index].iter().any(|(other, _)| other == name) {
+                return Err(Error::Config(format!(
+                    "two tiers are named {name:?}; give each tier its own name"
+                )));
+            }
+        }
+        for (index, pair) in levels.windows(2).enumerate() {
+            let [(upper, upper_options), (lower, lower_options)] = pair else {
+                continue;
+            };
+            let (up, low) = (
+                upper_options.ttl_scale_value(),
+                lower_options.ttl_scale_value(),
+            );
+            if up > low {
+                return Err(Error::Config(format!(
+                    "tiers out of order: {upper:?} (L{}) has TTL scale {up}, longer-lived than \
+                     {lower:?} (L{}) below it at {low}; give tiers top-down, fastest and \
+                     shortest-lived first",
+                    index + 1,
+                    index + 2
+                )));
+            }
+        }
+        Ok(())
+    }
+}

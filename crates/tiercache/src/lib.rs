@@ -1,0 +1,73 @@
+//! tiercache: a multi-tier cache for Rust services.
+//!
+//! A typed in-process L1 ([`MemoryTier`], on moka) in front of any number of shared or slower
+//! tiers (anything that implements [`Tier`]), with stampede protection, typed get-or-compute,
+//! promotion with TTL scaling, negative caching and TTL jitter.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
+//! use serde::{Deserialize, Serialize};
+//! use tiercache::{Cache, CacheStrategy, MemoryTier};
+//!
+//! #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+//! struct User {
+//!     id: u64,
+//!     name: String,
+//! }
+//!
+//! async fn load_user(id: u64) -> Result<User, std::io::Error> {
+//!     Ok(User { id, name: "Ada".into() })
+//! }
+//!
+//! let cache = Cache::builder()
+//!     .namespace("shop")
+//!     .memory(MemoryTier::new(100_000))
+//!     .build()
+//!     .await?;
+//!
+//! let user: User = cache
+//!     .get_or_compute("user:1", CacheStrategy::ShortTerm, || load_user(1))
+//!     .await?;
+//! assert_eq!(cache.get::<User>("user:1").await?, Some(user));
+//!
+//! cache.invalidate("user:1").await?;
+//! assert_eq!(cache.get::<User>("user:1").await?, None);
+//! assert_eq!(cache.stats().loads, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `moka` | yes | the typed L1 [`MemoryTier`] and the bytes tier [`MokaTier`] |
+//!
+//! The [`JsonCodec`] (serde_json) is always available and is the default codec; another codec is
+//! plugged in with [`CacheBuilder::codec`].
+#![doc(test(attr(deny(warnings))))]
+
+mod builder;
+mod cache;
+mod flight;
+mod guard;
+mod layer;
+mod load;
+mod memory;
+mod options;
+mod read;
+mod write;
+
+pub use builder::CacheBuilder;
+pub use cache::Cache;
+pub use options::TierOptions;
+pub use tiercache_core::{
+    BoxError, Bytes, CacheStats, CacheStrategy, Codec, Entry, EntryOptions, Error, JsonCodec,
+    MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
+};
+#[cfg(feature = "moka")]
+pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};
+
+/// The crates under the facade, for what it does not re-export.
+pub mod core {
+    pub use tiercache_core::*;
+}

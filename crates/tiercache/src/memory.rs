@@ -1,0 +1,171 @@
+//! The typed L1 as the facade sees it. Without the `moka` feature there is no L1: the type is
+//! uninhabited, so `Option<MemoryLayer>` is always `None` and no other file needs a `cfg`.
+
+use std::{any::Any, sync::Arc, time::Instant};
+
+use tiercache_core::{Result, TierStats};
+
+use crate::TierOptions;
+
+/// What L1 holds for a key, as a `T`.
+pub(crate) enum Lookup<T> {
+    /// A live value of type `T`.
+    Hit(Arc<T>),
+    /// A live cached "not found".
+    Negative,
+    /// Nothing usable (absent, expired, or a value of another type).
+    Miss,
+}
+
+#[cfg(feature = "moka")]
+mod imp {
+    use tiercache_core::TierCounters;
+    use tiercache_moka::{MemoryEntry, MemoryTier};
+
+    use super::*;
+
+    /// The typed L1 with its options and counters.
+    #[derive(Debug)]
+    pub(crate) struct MemoryLayer {
+        tier: MemoryTier,
+        options: TierOptions,
+        counters: TierCounters,
+    }
+
+    impl MemoryLayer {
+        pub(crate) fn new(tier: MemoryTier, options: TierOptions) -> Self {
+            Self {
+                tier,
+                options,
+                counters: TierCounters::default(),
+            }
+        }
+
+        pub(crate) fn name(&self) -> &str {
+            self.tier.name()
+        }
+
+        pub(crate) fn options(&self) -> &TierOptions {
+            &self.options
+        }
+
+        /// The hot path: one moka lookup and a type check; no allocation, no key copy.
+        /// Counted in the tier's hits and misses.
+        pub(crate) async fn lookup<T: Any + Send + Sync>(&self, key: &str) -> Lookup<T> {
+            let found = self.peek(key).await;
+            match found {
+                Lookup::Miss => self.counters.miss(),
+                Lookup::Hit(_) | Lookup::Negative => self.counters.hit(),
+            }
+            found
+        }
+
+        /// A lookup that is not counted: the second look a load leader takes before loading.
+        pub(crate) async fn peek<T: Any + Send + Sync>(&self, key: &str) -> Lookup<T> {
+            let Some(entry) = self.tier.get(key).await else {
+                return Lookup::Miss;
+            };
+            if entry.is_negative() {
+                return Lookup::Negative;
+            }
+            entry.into_typed::<T>().map_or(Lookup::Miss, Lookup::Hit)
+        }
+
+        /// Stores a value; `weight` is its encoded size when known.
+        pub(crate) async fn insert<T: Any + Send + Sync>(
+            &self,
+            key: &str,
+            value: Arc<T>,
+            expires_at: Instant,
+            weight: Option<usize>,
+        ) {
+            let entry = MemoryEntry::new(value, expires_at);
+            let entry = match weight {
+                Some(bytes) => entry.with_weight(bytes),
+                None => entry,
+            };
+            self.tier.insert(key, entry).await;
+            self.counters.write();
+        }
+
+        pub(crate) async fn insert_negative(&self, key: &str, expires_at: Instant) {
+            self.tier
+                .insert(key, MemoryEntry::negative(expires_at))
+                .await;
+            self.counters.write();
+        }
+
+        pub(crate) fn record_promotion(&self) {
+            self.counters.promotion();
+        }
+
+        pub(crate) async fn remove(&self, key: &str) {
+            self.tier.remove(key).await;
+        }
+
+        pub(crate) fn remove_prefix(&self, prefix: &str) -> Result<()> {
+            self.tier.remove_prefix(prefix)
+        }
+
+        pub(crate) fn clear(&self) {
+            self.tier.clear();
+        }
+
+        pub(crate) fn stats(&self) -> TierStats {
+            self.counters.snapshot(self.tier.name())
+        }
+    }
+}
+
+#[cfg(not(feature = "moka"))]
+mod imp {
+    use super::*;
+
+    /// No L1 without the `moka` feature: this type has no values.
+    #[derive(Debug)]
+    pub(crate) enum MemoryLayer {}
+
+    impl MemoryLayer {
+        pub(crate) fn name(&self) -> &str {
+            match *self {}
+        }
+        pub(crate) fn options(&self) -> &TierOptions {
+            match *self {}
+        }
+        pub(crate) async fn lookup<T: Any + Send + Sync>(&self, _key: &str) -> Lookup<T> {
+            match *self {}
+        }
+        pub(crate) async fn peek<T: Any + Send + Sync>(&self, _key: &str) -> Lookup<T> {
+            match *self {}
+        }
+        pub(crate) async fn insert<T: Any + Send + Sync>(
+            &self,
+            _key: &str,
+            _value: Arc<T>,
+            _expires_at: Instant,
+            _weight: Option<usize>,
+        ) {
+            match *self {}
+        }
+        pub(crate) async fn insert_negative(&self, _key: &str, _expires_at: Instant) {
+            match *self {}
+        }
+        pub(crate) fn record_promotion(&self) {
+            match *self {}
+        }
+        pub(crate) async fn remove(&self, _key: &str) {
+            match *self {}
+        }
+        pub(crate) fn remove_prefix(&self, _prefix: &str) -> Result<()> {
+            match *self {}
+        }
+        pub(crate) fn clear(&self) {
+            match *self {}
+        }
+        pub(crate) fn stats(&self) -> TierStats {
+            match *self {}
+        }
+    }
+}
+
+pub(crate) use imp::MemoryLayer;

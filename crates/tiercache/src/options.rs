@@ -1,0 +1,57 @@
+//! Per-tier options given to the builder.
+
+/// How the cache treats one tier: its TTL scale and whether hits below it are copied into it.
+///
+/// ```
+/// use tiercache::TierOptions;
+/// let l2 = TierOptions::new().ttl_scale(0.5).promote(false);
+/// assert_eq!(l2.ttl_scale_value(), 0.5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct TierOptions {
+    ttl_scale: f64,
+    promote: bool,
+}
+
+impl Default for TierOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TierOptions {
+    /// Scale 1.0, promotion on.
+    pub fn new() -> Self {
+        Self {
+            ttl_scale: 1.0,
+            promote: true,
+        }
+    }
+
+    /// Multiplies every TTL written to this tier (a set's TTL, or the remaining TTL of a promoted
+    /// entry relative to the tier it came from). Tiers must not outlive the tiers below them: the
+    /// builder rejects a scale larger than a lower tier's. Default: 1.0.
+    #[must_use]
+    pub fn ttl_scale(mut self, scale: f64) -> Self {
+        self.ttl_scale = scale;
+        self
+    }
+
+    /// Whether a hit in a lower tier is copied into this tier. Default: true.
+    #[must_use]
+    pub fn promote(mut self, promote: bool) -> Self {
+        self.promote = promote;
+        self
+    }
+
+    /// The TTL scale.
+    pub fn ttl_scale_value(&self) -> f64 {
+        self.ttl_scale
+    }
+
+    /// Whether promotion into this tier is on.
+    pub fn promotes(&self) -> bool {
+        self.promote
+    }
+}

@@ -1,0 +1,101 @@
+//! The read path below L1: tiers top-down, decode once, promote upwards.
+
+use std::{any::Any, sync::Arc, time::Instant};
+
+use tiercache_core::{Bytes, Codec, DecodeError, Decoded, Entry};
+
+use crate::{cache::Inner, guard::Stamp, memory::Lookup};
+
+impl<C: Codec> Inner<C> {
+    /// Reads the tiers below L1 in order. The first live entry that decodes is promoted to the
+    /// tiers above it (with its remaining TTL, scaled) and returned. A tier error or undecodable
+    /// bytes count against that tier and read as a miss, so one broken tier never fails a read.
+    pub(crate) async fn read_below<T, D>(&self, key: &str, stamp: Stamp, decode: D) -> Lookup<T>
+    where
+        T: Any + Send + Sync,
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        if self.tiers.is_empty() {
+            return Lookup::Miss;
+        }
+        let stored_key = self.namespace.apply(key);
+        for (level, layer) in self.tiers.iter().enumerate() {
+            let entry = match layer.tier.get(&stored_key).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    layer.counters.miss();
+                    continue;
+                }
+                Err(err) => {
+                    layer.failed("get", key, &err);
+                    continue;
+                }
+            };
+            let value = match decode(&entry.value) {
+                Ok(Decoded::Value(value)) => Some(Arc::new(value)),
+                Ok(Decoded::Negative) => None,
+                Err(err) => {
+                    layer.counters.decode_error();
+                    layer.counters.miss();
+                    tracing::debug!(tier = layer.name(), key, %err, "stored value does not decode; read as a miss");
+                    continue;
+                }
+            };
+            layer.counters.hit();
+            self.promote(key, &stored_key, level, &entry, value.clone(), stamp)
+                .await;
+            return value.map_or(Lookup::Negative, Lookup::Hit);
+        }
+        Lookup::Miss
+    }
+
+    /// Copies an entry found at `level` into the tiers above it that take promotions. Each copy
+    /// gets the entry's remaining TTL times (its tier's scale / the source tier's scale), never
+    /// more than the remaining TTL: promotion never extends an entry's life.
+    async fn promote<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        stored_key: &str,
+        level: usize,
+        entry: &Entry,
+        value: Option<Arc<T>>,
+        stamp: Stamp,
+    ) {
+        let now = Instant::now();
+        let remaining = entry.expires_at.saturating_duration_since(now);
+        if remaining.is_zero() {
+            return;
+        }
+        let source_scale = self.tiers[level].options.ttl_scale_value();
+        let expires_at = |scale: f64| {
+            let ratio = (scale / source_scale).min(1.0);
+            (now + remaining.mul_f64(ratio)).min(entry.expires_at)
+        };
+        for layer in self.tiers[..level].iter().filter(|l| l.options.promotes()) {
+            if !self.clock.unchanged_since(stamp) {
+                return;
+            }
+            let copy = Entry::expiring_at(
+                entry.value.clone(),
+                expires_at(layer.options.ttl_scale_value()),
+            );
+            match layer.tier.set(stored_key, copy).await {
+                Ok(()) => {
+                    layer.counters.promotion();
+                    layer.counters.write();
+                }
+                Err(err) => layer.failed("promote", key, &err),
+            }
+        }
+        if let Some(memory) = self.memory.as_ref().filter(|m| m.options().promotes()) {
+            let expires_at = expires_at(memory.options().ttl_scale_value());
+            let weight = Some(entry.value.len());
+            if self
+                .store_in_memory(key, value, expires_at, weight, Some(stamp))
+                .await
+            {
+                memory.record_promotion();
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The write paths: set, fill after a load, and invalidation, each top-down.
+
+use std::{
+    any::Any,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tiercache_core::{Bytes, Codec, Entry, EntryOptions, Error, Result};
+
+use crate::{cache::Inner, guard::Stamp};
+
+impl<C: Codec> Inner<C> {
+    /// Puts `value` (or a negative entry for `None`) in L1 until `expires_at`. With a `guard`, the
+    /// insert is undone if an invalidation for the key arrived since the stamp (see `guard.rs`).
+    /// Returns whether the entry is in place.
+    pub(crate) async fn store_in_memory<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        value: Option<Arc<T>>,
+        expires_at: Instant,
+        weight: Option<usize>,
+        guard: Option<Stamp>,
+    ) -> bool {
+        let Some(memory) = &self.memory else {
+            return false;
+        };
+        if guard.is_some_and(|stamp| !self.clock.unchanged_since(stamp)) {
+            return false;
+        }
+        match value {
+            Some(value) => memory.insert(key, value, expires_at, weight).await,
+            None => memory.insert_negative(key, expires_at).await,
+        }
+        match guard {
+            Some(stamp) if !self.clock.unchanged_since(stamp) => {
+                memory.remove(key).await;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Writes a value to every tier, top-down: L1 with `value`, the tiers below with `bytes`,
+    /// each for `ttl` times its scale. Every tier is tried; the first failure is returned, and
+    /// what was written stays written (L1 included).
+    ///
+    /// With a `guard` (a fill after a load), nothing more is written once an invalidation for the
+    /// key has arrived since the stamp: the newer write or invalidation wins.
+    pub(crate) async fn write_all<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        value: Option<Arc<T>>,
+        bytes: Option<Bytes>,
+        ttl: Duration,
+        guard: Option<Stamp>,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if let Some(memory) = &self.memory {
+            let expires_at = now + ttl.mul_f64(memory.options().ttl_scale_value());
+            let weight = bytes.as_ref().map(Bytes::len);
+            self.store_in_memory(key, value, expires_at, weight, guard)
+                .await;
+        }
+        let Some(bytes) = bytes else {
+            return Ok(());
+        };
+        let stored_key = self.namespace.apply(key);
+        let mut first_error = None;
+        for layer in &self.tiers {
+            if guard.is_some_and(|stamp| !self.clock.unchanged_since(stamp)) {
+                break;
+            }
+            let entry = Entry::expiring_at(
+                bytes.clone(),
+                now + ttl.mul_f64(layer.options.ttl_scale_value()),
+            );
+            match layer.tier.set(&stored_key, entry).await {
+                Ok(()) => layer.counters.write(),
+                Err(err) => {
+                    layer.failed("set", key, &err);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Encodes `value` for the tiers below L1; `None` when there are none, so a memory-only
+    /// cache never pays for encoding.
+    pub(crate) fn encode_for_tiers<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<Option<Bytes>> {
+        if self.tiers.is_empty() {
+            return Ok(None);
+        }
+        self.envelope.encode(key, value).map(Some)
+    }
+
+    /// Stores what a loader returned, guarded by the stamp taken before the load. A `None` is
+    /// stored as a negative entry only when the options ask for negative caching. Tier failures
+    /// are counted and logged, not returned: the caller has its value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] when the value cannot be encoded; nothing is stored then.
+    pub(crate) async fn fill<T: serde::Serialize + Any + Send + Sync>(
+        &self,
+        key: &str,
+        loaded: Option<Arc<T>>,
+        options: &EntryOptions,
+        stamp: Stamp,
+    ) -> Result<()> {
+        let (ttl, bytes) = match &loaded {
+            Some(value) => (
+                options.effective_ttl(self.default_ttl),
+                self.encode_for_tiers(key, value.as_ref())?,
+            ),
+            None => match options.effective_negative_ttl() {
+                Some(ttl) => (
+                    ttl,
+                    (!self.tiers.is_empty()).then(|| self.envelope.encode_negative()),
+                ),
+                None => return Ok(()),
+            },
+        };
+        // NOTE: failures were already counted and logged per tier inside write_all.
+        let _tier_failure = self.write_all(key, loaded, bytes, ttl, Some(stamp)).await;
+        Ok(())
+    }
+
+    /// Removes `key` from every tier. Every tier is tried; the first failure is returned.
+    pub(crate) async fn remove_everywhere(&self, key: &str) -> Result<()> {
+        self.clock.invalidate_key(key);
+        if let Some(memory) = &self.memory {
+            memory.remove(key).await;
+        }
+        let stored_key = self.namespace.apply(key);
+        let mut first_error = None;
+        for layer in &self.tiers {
+            if let Err(err) = layer.tier.remove(&stored_key).await {
+                layer.failed("remove", key, &err);
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes every key starting with `prefix` from every tier.
+    pub(crate) async fn remove_prefix_everywhere(&self, prefix: &str) -> Result<()> {
+        self.clock.invalidate_everything();
+        let mut first_error: Option<Error> = None;
+        if let Some(memory) = &self.memory
+            && let Err(err) = memory.remove_prefix(prefix)
+        {
+            first_error = Some(err);
+        }
+        let stored_prefix = self.namespace.apply(prefix);
+        for layer in &self.tiers {
+            if let Err(err) = layer.tier.remove_prefix(&stored_prefix).await {
+                layer.failed("remove_prefix", prefix, &err);
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes every entry of this cache: all of L1, and this namespace in the tiers below (the
+    /// whole tier when there is no namespace).
+    pub(crate) async fn clear_everywhere(&self) -> Result<()> {
+        self.clock.invalidate_everything();
+        if let Some(memory) = &self.memory {
+            memory.clear();
+        }
+        let mut first_error = None;
+        for layer in &self.tiers {
+            let cleared = if self.namespace.prefix().is_empty() {
+                layer.tier.clear().await
+            } else {
+                layer
+                    .tier
+                    .remove_prefix(self.namespace.prefix())
+                    .await
+                    .map(drop)
+            };
+            if let Err(err) = cleared {
+                layer.failed("clear", self.namespace.prefix(), &err);
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
