@@ -67,6 +67,11 @@ pub use tiercache_core::{
 #[cfg(feature = "moka")]
 pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};
 
+/// The README's example, compiled and run as a doc test so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;
+
 /// The crates under the facade, for what it does not re-export.
 pub mod core {
     pub use tiercache_core::*;

@@ -1,0 +1,1 @@
+//! Criterion benches for tiercache, each against the raw dependency in the same run: see `benches/`.

@@ -1,0 +1,111 @@
+//! Project automation, run as `cargo xtask <task>`:
+//!
+//! - `test`: the whole test suite (what CI and a new user run).
+//! - `lint`: fmt check, clippy with `-D warnings`, the facade's feature matrix, `cargo doc` with
+//!   `-D warnings`, and `cargo deny` when it is installed.
+//! - `ci`: `lint`, then `test`.
+//! - `bench [--quick] [--filter NAME]`: the criterion benches, then one table of ratios against
+//!   the raw dependencies, also written to `target/tiercache-bench/report.md`.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool reports on the terminal"
+)]
+
+mod bench;
+mod run;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("lint") => lint(),
+        Some("ci") => lint().and_then(|()| run::step("tests", test)),
+        Some("bench") => bench::bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The test suite: every crate, every feature, unit, integration, example and doc tests.
+fn test() -> Result<(), String> {
+    run::cargo(&["test", "--workspace", "--all-features"], &[])
+}
+
+fn lint() -> Result<(), String> {
+    run::step("format", || {
+        run::cargo(&["fmt", "--all", "--", "--check"], &[])
+    })?;
+    run::step("clippy", || {
+        run::cargo(
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )
+    })?;
+    for features in [
+        &["--no-default-features"][..],
+        &["--no-default-features", "--features", "moka"],
+        &["--all-features"],
+    ] {
+        run::step(
+            &format!("facade builds with {}", features.join(" ")),
+            || {
+                let mut args = vec!["check", "--package", "tiercache"];
+                args.extend_from_slice(features);
+                run::cargo(&args, &[])
+            },
+        )?;
+    }
+    run::step("no fred in a memory-only build", || {
+        let tree = run::cargo_output(&[
+            "tree",
+            "--package",
+            "tiercache",
+            "--no-default-features",
+            "--features",
+            "moka",
+            "--edges",
+            "normal",
+            "--prefix",
+            "none",
+        ])?;
+        match tree.lines().find(|line| line.starts_with("fred ")) {
+            Some(line) => Err(format!("fred is in the memory-only tree: {line}")),
+            None => Ok(()),
+        }
+    })?;
+    run::step("docs", || {
+        run::cargo(
+            &["doc", "--workspace", "--no-deps", "--all-features"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    })?;
+    if run::cargo_output(&["deny", "--version"]).is_ok() {
+        run::step("cargo deny", || {
+            run::cargo(&["deny", "check", "licenses", "bans", "sources"], &[])
+        })?;
+    } else {
+        println!("== cargo deny: not installed, skipped (cargo install cargo-deny to run it)");
+    }
+    println!("== lint: all steps passed");
+    Ok(())
+}
