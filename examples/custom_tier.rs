@@ -223,25 +223,20 @@ mod tests {
     #[tokio::test]
     async fn file_tier_serves_as_l2_under_the_typed_l1() {
         let files: Arc<dyn Tier> = Arc::new(FileTier::create(temp_dir("l2")).unwrap());
-        let writer = Cache::builder()
-            .namespace("t")
-            .memory(MemoryTier::new(10))
-            .tier(Arc::clone(&files))
-            .build()
-            .await
-            .unwrap();
+        let over_files = || {
+            Cache::builder()
+                .namespace("t")
+                .memory(MemoryTier::new(10))
+                .tier(Arc::clone(&files))
+                .build()
+        };
+        let writer = over_files().await.unwrap();
         writer
             .set("k", &vec![1u32, 2, 3], CacheStrategy::ShortTerm)
             .await
             .unwrap();
 
-        let reader = Cache::builder()
-            .namespace("t")
-            .memory(MemoryTier::new(10))
-            .tier(Arc::clone(&files))
-            .build()
-            .await
-            .unwrap();
+        let reader = over_files().await.unwrap();
         assert_eq!(
             reader.get::<Vec<u32>>("k").await.unwrap(),
             Some(vec![1, 2, 3])

@@ -216,10 +216,14 @@ async fn bytes_round_trip_raw_through_every_tier() {
     assert_eq!(reader.get_bytes("missing").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn an_invalidation_during_a_load_wins_over_the_loaded_value() {
-    let l2 = MapTier::new("l2");
-    let cache = with_l2("ns", &l2).await;
+/// Starts a load of `"k"` that yields `"old"`, and returns once its loader is running; the loader
+/// finishes when the returned `Notify` is notified.
+async fn start_held_load(
+    cache: &Cache,
+) -> (
+    tokio::task::JoinHandle<tiercache::Result<String>>,
+    Arc<tokio::sync::Notify>,
+) {
     let entered = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
     let load = {
@@ -235,6 +239,14 @@ async fn an_invalidation_during_a_load_wins_over_the_loaded_value() {
         })
     };
     entered.notified().await;
+    (load, release)
+}
+
+#[tokio::test]
+async fn an_invalidation_during_a_load_wins_over_the_loaded_value() {
+    let l2 = MapTier::new("l2");
+    let cache = with_l2("ns", &l2).await;
+    let (load, release) = start_held_load(&cache).await;
     cache.invalidate("k").await.unwrap();
     release.notify_one();
     assert_eq!(
@@ -254,21 +266,7 @@ async fn an_invalidation_during_a_load_wins_over_the_loaded_value() {
 async fn a_set_during_a_load_is_not_overwritten_by_the_loaded_value() {
     let l2 = MapTier::new("l2");
     let cache = with_l2("ns", &l2).await;
-    let entered = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
-    let load = {
-        let (cache, entered, release) = (cache.clone(), entered.clone(), release.clone());
-        tokio::spawn(async move {
-            cache
-                .get_or_compute("k", CacheStrategy::ShortTerm, || async move {
-                    entered.notify_one();
-                    release.notified().await;
-                    Ok::<_, Error>("old".to_owned())
-                })
-                .await
-        })
-    };
-    entered.notified().await;
+    let (load, release) = start_held_load(&cache).await;
     cache
         .set("k", &"new".to_owned(), CacheStrategy::ShortTerm)
         .await
