@@ -1,6 +1,7 @@
 //! Test support for tiercache and for anyone writing a tier: the [`conformance`] suite that every
 //! [`Tier`](tiercache_core::Tier) runs, ours and third parties', and [`MapTier`], a `HashMap` tier
-//! that can be made to fail.
+//! that can be made to fail, and [`RedisServer`] / [`RedisCluster`]: Redis processes a test starts
+//! on free loopback ports and can stop, pause and restart.
 //!
 //! Dev-only (`publish = false`): add it under `[dev-dependencies]`. Its checks panic with the name
 //! of the behaviour that failed, like `assert!`, so they read well in a test report.
@@ -58,5 +59,7 @@
 
 pub mod conformance;
 mod map_tier;
+mod redis;
 
 pub use map_tier::{InjectedFailure, MapTier};
+pub use redis::{INSTALL_HINT, RedisCluster, RedisServer, redis_server_available};
