@@ -1,0 +1,104 @@
+//! How a [`RedisTier`](crate::RedisTier) connects and how long it waits.
+
+use std::time::Duration;
+
+use fred::types::config::{Config, ReconnectPolicy};
+use tiercache_core::{Error, Result};
+
+/// Connection and behaviour options for a [`RedisTier`](crate::RedisTier).
+///
+/// ```
+/// use std::time::Duration;
+/// use tiercache_redis::RedisOptions;
+///
+/// let options = RedisOptions::from_url("redis://127.0.0.1:6380")?
+///     .pool_size(8)
+///     .command_timeout(Duration::from_millis(200))
+///     .key_prefix("svc:");
+/// assert!(format!("{options:?}").contains("svc:"));
+/// # Ok::<(), tiercache_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    pub(crate) config: Config,
+    pub(crate) pool_size: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+    pub(crate) reconnect: ReconnectPolicy,
+    pub(crate) key_prefix: String,
+    pub(crate) name: String,
+}
+
+impl RedisOptions {
+    /// Options for the server(s) named by `url`: `redis://`, `redis-cluster://host:port?node=...`,
+    /// `redis-sentinel://...`, and `rediss://` with the `tls` feature.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when fred cannot parse the URL.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let config = Config::from_url(url)
+            .map_err(|err| Error::Config(format!("bad Redis URL {url:?}: {err}")))?;
+        Ok(Self::from_config(config))
+    }
+
+    /// Options from a fred [`Config`], for what a URL cannot say.
+    pub fn from_config(config: Config) -> Self {
+        Self {
+            config,
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_millis(500),
+            reconnect: ReconnectPolicy::new_exponential(0, 50, 2_000, 2),
+            key_prefix: String::new(),
+            name: "redis".to_owned(),
+        }
+    }
+
+    /// Connections in the pool, used round-robin. Default: 4.
+    #[must_use]
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long connecting may take at start-up. Default: 5 s.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long any one call (a read, a write, a SCAN page) may take before it fails with
+    /// [`Error::Timeout`]. A stopped or overloaded server then costs at most this. Default: 500 ms.
+    #[must_use]
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How fred reconnects after a connection drops. Without a policy a restarted server would
+    /// leave the tier failing for good. Default: exponential from 50 ms to 2 s, forever.
+    #[must_use]
+    pub fn reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// A prefix this tier adds to every key, and the only keys [`clear`](tiercache_core::Tier::clear)
+    /// removes. Default: none (and then `clear` refuses to run, rather than empty a database it
+    /// may share).
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The tier's name in stats, logs and errors. Default: `"redis"`.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}

@@ -1,0 +1,386 @@
+//! [`RedisTier`]: the shared tier on fred.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use fred::{
+    clients::Pool,
+    interfaces::{ClientLike, KeysInterface},
+    types::{Builder, Expiration, Key, Value, scan::Scanner},
+};
+use futures_util::{Stream, StreamExt, future::try_join_all};
+use tiercache_core::{Entry, Error, Result, Tier};
+
+use crate::{
+    RedisOptions,
+    error::{from_fred, timed_out},
+    glob::prefix_pattern,
+};
+
+/// Keys per SCAN page and per UNLINK when removing by prefix.
+const SCAN_BATCH: u32 = 1_000;
+
+/// A [`Tier`] on Redis (single server, cluster or sentinel) through a fred connection pool.
+///
+/// - `get` reads the value and its remaining TTL in one round trip (a GET + PTTL pipeline).
+/// - `set` is `SET key value PX ttl`; `remove` is `UNLINK`.
+/// - `get_many` is one `MGET` + `PTTL`s pipeline per hash slot; `set_many` and `remove_many` are
+///   grouped by hash slot too, so batches work on a cluster.
+/// - `remove_prefix` runs `SCAN MATCH` (glob characters of the prefix escaped) on every primary
+///   and `UNLINK`s each page; `clear` removes the tier's [key prefix](RedisOptions::key_prefix),
+///   never `FLUSHDB`.
+/// - Every call is bounded by the [command timeout](RedisOptions::command_timeout).
+///
+/// A key that holds no expiry, or is not a string, was not written by tiercache: it reads as a
+/// miss and the next write replaces it.
+///
+/// A cheap `Clone` handle around a shared pool.
+#[derive(Clone)]
+pub struct RedisTier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    name: String,
+    key_prefix: String,
+    command_timeout: Duration,
+    clustered: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stop the reconnect loops of a tier nobody holds any more.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = self.pool.clone();
+            runtime.spawn(async move { pool.quit().await });
+        }
+    }
+}
+
+impl fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("name", &self.inner.name)
+            .field("key_prefix", &self.inner.key_prefix)
+            .field("clustered", &self.inner.clustered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTier {
+    /// Connects to `url` with default [`RedisOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a bad URL; [`Error::Backend`] or [`Error::Timeout`] when the
+    /// server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(RedisOptions::from_url(url)?).await
+    }
+
+    /// Connects as `options` say and waits until every pooled connection is up.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(options: RedisOptions) -> Result<Self> {
+        let clustered = options.config.server.is_clustered();
+        let command_timeout = options.command_timeout;
+        let mut builder = Builder::from_config(options.config);
+        builder
+            .with_performance_config(|perf| perf.default_command_timeout = command_timeout)
+            .with_connection_config(|conn| {
+                conn.connection_timeout = options.connect_timeout;
+                conn.internal_command_timeout = options.connect_timeout;
+                // A frozen server keeps its sockets open; this makes fred notice and reconnect.
+                conn.unresponsive.max_timeout = Some(command_timeout.max(Duration::from_millis(100)) * 2);
+                conn.unresponsive.interval = Duration::from_millis(100);
+            })
+            .set_policy(options.reconnect);
+        let pool = builder
+            .build_pool(options.pool_size)
+            .map_err(|err| from_fred(&options.name, None, err))?;
+        match tokio::time::timeout(options.connect_timeout, pool.init()).await {
+            Ok(Ok(_connection_task)) => {}
+            Ok(Err(err)) => return Err(from_fred(&options.name, None, err)),
+            Err(_elapsed) => return Err(timed_out(&options.name, None)),
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                name: options.name,
+                key_prefix: options.key_prefix,
+                command_timeout,
+                clustered,
+            }),
+        })
+    }
+
+    /// The fred pool underneath, for commands tiercache does not issue. fred types are exposed
+    /// on purpose here: this is the Redis crate.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.inner.key_prefix.len() + key.len());
+        full.push_str(&self.inner.key_prefix);
+        full.push_str(key);
+        full
+    }
+
+    /// Runs one call under the command timeout, mapping fred's errors.
+    async fn bounded<T>(
+        &self,
+        key: Option<&str>,
+        call: impl Future<Output = fred::prelude::FredResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.inner.command_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(from_fred(&self.inner.name, key, err)),
+            Err(_elapsed) => Err(timed_out(&self.inner.name, key)),
+        }
+    }
+
+    /// Full keys grouped so that each group can go to one node: by hash slot on a cluster, all
+    /// together otherwise. Each key keeps its index in the caller's list.
+    fn by_node(&self, keys: Vec<String>) -> Vec<Vec<(usize, String)>> {
+        if !self.inner.clustered {
+            return vec![keys.into_iter().enumerate().collect()];
+        }
+        let mut groups: std::collections::BTreeMap<u16, Vec<(usize, String)>> = Default::default();
+        for (index, key) in keys.into_iter().enumerate() {
+            let slot = fred::util::redis_keyslot(key.as_bytes());
+            groups.entry(slot).or_default().push((index, key));
+        }
+        groups.into_values().collect()
+    }
+
+    /// UNLINKs full keys, one command per node group; returns how many existed.
+    async fn unlink(&self, keys: Vec<String>) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let groups = self.by_node(keys);
+        let calls = groups.into_iter().map(|group| {
+            let keys: Vec<Key> = group.into_iter().map(|(_, key)| Key::from(key)).collect();
+            self.bounded(None, self.inner.pool.unlink::<i64, _>(keys))
+        });
+        let counts = try_join_all(calls).await?;
+        Ok(counts.into_iter().map(|n| u64::try_from(n).unwrap_or(0)).sum())
+    }
+}
+
+/// An entry from a GET (or MGET item) reply and a PTTL reply; `None` when the key is absent, not a
+/// string, or has no expiry.
+fn entry_from(value: Value, pttl: Option<&Value>, now: Instant) -> Option<Entry> {
+    let bytes = match value {
+        Value::String(text) => text.inner().clone(),
+        Value::Bytes(bytes) => bytes,
+        _ => return None,
+    };
+    let millis = pttl.and_then(Value::as_i64).filter(|ms| *ms > 0)?;
+    let ttl = Duration::from_millis(u64::try_from(millis).ok()?);
+    Some(Entry::expiring_at(bytes, now + ttl))
+}
+
+/// Milliseconds for `SET ... PX`: `None` once the entry has (all but) expired.
+fn px_millis(entry: &Entry) -> Option<i64> {
+    let millis = entry.remaining_ttl().as_millis();
+    (millis > 0).then(|| i64::try_from(millis).unwrap_or(i64::MAX))
+}
+
+type ScanPages = Pin<Box<dyn Stream<Item = fred::prelude::FredResult<fred::types::scan::ScanResult>> + Send>>;
+
+#[async_trait]
+impl Tier for RedisTier {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let full = self.full_key(key);
+        let pipeline = self.inner.pool.next().pipeline();
+        let replies = self
+            .bounded(Some(key), async {
+                pipeline.get::<(), _>(full.as_str()).await?;
+                pipeline.pttl::<(), _>(full.as_str()).await?;
+                Ok(pipeline.try_all::<Value>().await)
+            })
+            .await?;
+        let now = Instant::now();
+        let mut replies = replies.into_iter();
+        match (replies.next(), replies.next()) {
+            (Some(Ok(value)), Some(Ok(pttl))) => Ok(entry_from(value, Some(&pttl), now)),
+            // WRONGTYPE: another program keeps a non-string here. A miss; a write replaces it.
+            (Some(Err(err)), _) | (_, Some(Err(err))) if err.details().starts_with("WRONGTYPE") => {
+                tracing::debug!(tier = %self.inner.name, key, "key holds a non-string value; read as a miss");
+                Ok(None)
+            }
+            (Some(Err(err)), _) | (_, Some(Err(err))) => Err(from_fred(&self.inner.name, Some(key), err)),
+            _ => Err(Error::backend(
+                self.inner.name.as_str(),
+                Some(key),
+                std::io::Error::other("GET+PTTL pipeline returned fewer than two replies"),
+            )),
+        }
+    }
+
+    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+        let full = self.full_key(key);
+        let Some(millis) = px_millis(&entry) else {
+            return self.remove(key).await;
+        };
+        self.bounded(
+            Some(key),
+            self.inner
+                .pool
+                .set::<(), _, _>(full, entry.value, Some(Expiration::PX(millis)), None, false),
+        )
+        .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key);
+        self.bounded(Some(key), self.inner.pool.unlink::<i64, _>(full)).await.map(drop)
+    }
+
+    async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+        let pattern = prefix_pattern(&self.full_key(prefix));
+        let client = self.inner.pool.next();
+        let mut pages: ScanPages = if self.inner.clustered {
+            Box::pin(client.scan_cluster(pattern, Some(SCAN_BATCH), None))
+        } else {
+            Box::pin(client.scan(pattern, Some(SCAN_BATCH), None))
+        };
+        let mut removed = 0;
+        loop {
+            let page = match tokio::time::timeout(self.inner.command_timeout, pages.next()).await {
+                Ok(Some(page)) => page.map_err(|err| from_fred(&self.inner.name, Some(prefix), err))?,
+                Ok(None) => break,
+                Err(_elapsed) => return Err(timed_out(&self.inner.name, Some(prefix))),
+            };
+            let mut page = page;
+            let keys: Vec<String> = page
+                .take_results()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|key| key.into_string())
+                .collect();
+            page.next();
+            removed += self.unlink(keys).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        if self.inner.key_prefix.is_empty() {
+            return Err(Error::Config(format!(
+                "tier {} has no key prefix, so clear() would empty a database it may share; \
+                 set RedisOptions::key_prefix, or use a cache namespace",
+                self.inner.name
+            )));
+        }
+        self.remove_prefix("").await.map(drop)
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.bounded(None, self.inner.pool.next().ping::<String>(None)).await.map(drop)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let full: Vec<String> = keys.iter().map(|key| self.full_key(key)).collect();
+        let groups = self.by_node(full);
+        let calls = groups.into_iter().map(|group| async move {
+            let pipeline = self.inner.pool.next().pipeline();
+            let names: Vec<Key> = group.iter().map(|(_, key)| Key::from(key.as_str())).collect();
+            let replies = self
+                .bounded(None, async {
+                    pipeline.mget::<(), _>(names).await?;
+                    for (_, key) in &group {
+                        pipeline.pttl::<(), _>(key.as_str()).await?;
+                    }
+                    pipeline.all::<Vec<Value>>().await
+                })
+                .await?;
+            let now = Instant::now();
+            let mut replies = replies.into_iter();
+            let values = replies.next().map(Value::into_array).unwrap_or_default();
+            let ttls: Vec<Value> = replies.collect();
+            let found: Vec<(usize, Option<Entry>)> = group
+                .iter()
+                .zip(values)
+                .zip(ttls.iter().map(Some).chain(std::iter::repeat(None)))
+                .map(|(((index, _), value), pttl)| (*index, entry_from(value, pttl, now)))
+                .collect();
+            Ok::<_, Error>(found)
+        });
+        let mut out = vec![None; keys.len()];
+        for (index, entry) in try_join_all(calls).await?.into_iter().flatten() {
+            out[index] = entry;
+        }
+        Ok(out)
+    }
+
+    async fn set_many(&self, entries: Vec<(String, Entry)>) -> Result<()> {
+        let (live, expired): (Vec<_>, Vec<_>) =
+            entries.into_iter().partition(|(_, entry)| px_millis(entry).is_some());
+        self.unlink(expired.into_iter().map(|(key, _)| self.full_key(&key)).collect()).await?;
+        if live.is_empty() {
+            return Ok(());
+        }
+        let (keys, values): (Vec<String>, Vec<Entry>) =
+            live.into_iter().map(|(key, entry)| (self.full_key(&key), entry)).unzip();
+        let groups = self.by_node(keys);
+        let calls = groups.into_iter().map(|group| {
+            let pipeline = self.inner.pool.next().pipeline();
+            let values = &values;
+            async move {
+                self.bounded(None, async {
+                    for (index, key) in group {
+                        let entry = &values[index];
+                        let millis = px_millis(entry).unwrap_or(1);
+                        pipeline
+                            .set::<(), _, _>(key, entry.value.clone(), Some(Expiration::PX(millis)), None, false)
+                            .await?;
+                    }
+                    pipeline.all::<Value>().await.map(drop)
+                })
+                .await
+            }
+        });
+        try_join_all(calls).await.map(drop)
+    }
+
+    async fn remove_many(&self, keys: &[&str]) -> Result<()> {
+        self.unlink(keys.iter().map(|key| self.full_key(key)).collect()).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn replies_without_a_string_or_an_expiry_are_misses() {
+        let now = Instant::now();
+        let value = || Value::Bytes(Bytes::from_static(b"v"));
+        assert!(entry_from(value(), Some(&Value::Integer(1_500)), now).is_some());
+        assert!(entry_from(value(), Some(&Value::Integer(-1)), now).is_none(), "no expiry");
+        assert!(entry_from(value(), Some(&Value::Integer(-2)), now).is_none(), "gone");
+        assert!(entry_from(value(), None, now).is_none());
+        assert!(entry_from(Value::Null, Some(&Value::Integer(10)), now).is_none());
+        assert!(entry_from(Value::Array(vec![]), Some(&Value::Integer(10)), now).is_none());
+        let entry = entry_from(value(), Some(&Value::Integer(1_500)), now).unwrap();
+        assert_eq!(entry.expires_at, now + Duration::from_millis(1_500));
+    }
+}
