@@ -1,4 +1,5 @@
 //! `RedisTier` passes the conformance suite every tier runs, on one server and on a cluster.
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
 
 use std::time::Duration;
 
