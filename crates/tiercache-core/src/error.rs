@@ -59,6 +59,15 @@ pub enum Error {
         key: Option<String>,
     },
 
+    /// The tier was skipped because its circuit breaker is open after repeated failures.
+    #[error("tier {tier} skipped: its circuit breaker is open{}", key_suffix(.key))]
+    Unavailable {
+        /// The tier's name.
+        tier: String,
+        /// The key involved, when there was exactly one.
+        key: Option<String>,
+    },
+
     /// The caller's loader returned an error. Nothing was cached.
     #[error("loader for key {key:?} failed: {source}")]
     Loader {
@@ -109,16 +118,19 @@ impl Error {
         }
     }
 
-    /// Whether the same call may succeed if tried again: true for tier failures and timeouts,
-    /// false for bad input, configuration and loader outcomes.
+    /// Whether the same call may succeed if tried again: true for tier failures, timeouts and
+    /// skipped tiers, false for bad input, configuration and loader outcomes.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Backend { .. } | Self::Timeout { .. })
+        matches!(
+            self,
+            Self::Backend { .. } | Self::Timeout { .. } | Self::Unavailable { .. }
+        )
     }
 
     /// The tier this error is about, if it is about one.
     pub fn tier(&self) -> Option<&str> {
         match self {
-            Self::Backend { tier, .. } => Some(tier),
+            Self::Backend { tier, .. } | Self::Unavailable { tier, .. } => Some(tier),
             Self::Timeout { what, .. } if what != "loader" => Some(what),
             _ => None,
         }

@@ -35,6 +35,6 @@ pub use codec::{Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, J
 pub use entry::Entry;
 pub use error::{BoxError, Error, Result};
 pub use key::{MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, validate_key};
-pub use stats::{CacheStats, LoadCounters, TierCounters, TierStats};
+pub use stats::{CacheStats, CircuitState, LoadCounters, TierCounters, TierStats};
 pub use strategy::{CacheStrategy, DEFAULT_TTL, EntryOptions};
 pub use tier::Tier;

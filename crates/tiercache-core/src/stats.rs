@@ -11,6 +11,7 @@ pub struct TierCounters {
     writes: AtomicU64,
     errors: AtomicU64,
     decode_errors: AtomicU64,
+    skipped: AtomicU64,
 }
 
 macro_rules! bump {
@@ -36,6 +37,8 @@ bump! {
     error => errors;
     /// Counts stored bytes that did not decode (read as a miss).
     decode_error => decode_errors;
+    /// Counts a call not made because the tier's circuit breaker was open.
+    skip => skipped;
 }
 
 impl TierCounters {
@@ -49,6 +52,9 @@ impl TierCounters {
             writes: self.writes.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            circuit: CircuitState::Closed,
+            circuit_opens: 0,
         }
     }
 }
@@ -71,6 +77,25 @@ pub struct TierStats {
     pub errors: u64,
     /// Stored values that did not decode and were read as misses.
     pub decode_errors: u64,
+    /// Calls not made because the circuit breaker was open.
+    pub skipped: u64,
+    /// The circuit breaker's state when the snapshot was taken.
+    pub circuit: CircuitState,
+    /// How many times the circuit breaker opened.
+    pub circuit_opens: u64,
+}
+
+/// The state of a tier's circuit breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CircuitState {
+    /// Calls go through (also the state of a tier without a breaker).
+    #[default]
+    Closed,
+    /// The tier failed repeatedly: calls are skipped until the cool-down ends.
+    Open,
+    /// The cool-down ended: one probe call may go through; its outcome closes or reopens.
+    HalfOpen,
 }
 
 impl TierStats {

@@ -100,7 +100,8 @@ impl RedisTier {
                 conn.connection_timeout = options.connect_timeout;
                 conn.internal_command_timeout = options.connect_timeout;
                 // A frozen server keeps its sockets open; this makes fred notice and reconnect.
-                conn.unresponsive.max_timeout = Some(command_timeout.max(Duration::from_millis(100)) * 2);
+                conn.unresponsive.max_timeout =
+                    Some(command_timeout.max(Duration::from_millis(100)) * 2);
                 conn.unresponsive.interval = Duration::from_millis(100);
             })
             .set_policy(options.reconnect);
@@ -174,7 +175,10 @@ impl RedisTier {
             self.bounded(None, self.inner.pool.unlink::<i64, _>(keys))
         });
         let counts = try_join_all(calls).await?;
-        Ok(counts.into_iter().map(|n| u64::try_from(n).unwrap_or(0)).sum())
+        Ok(counts
+            .into_iter()
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .sum())
     }
 }
 
@@ -197,7 +201,8 @@ fn px_millis(entry: &Entry) -> Option<i64> {
     (millis > 0).then(|| i64::try_from(millis).unwrap_or(i64::MAX))
 }
 
-type ScanPages = Pin<Box<dyn Stream<Item = fred::prelude::FredResult<fred::types::scan::ScanResult>> + Send>>;
+type ScanPages =
+    Pin<Box<dyn Stream<Item = fred::prelude::FredResult<fred::types::scan::ScanResult>> + Send>>;
 
 #[async_trait]
 impl Tier for RedisTier {
@@ -224,7 +229,9 @@ impl Tier for RedisTier {
                 tracing::debug!(tier = %self.inner.name, key, "key holds a non-string value; read as a miss");
                 Ok(None)
             }
-            (Some(Err(err)), _) | (_, Some(Err(err))) => Err(from_fred(&self.inner.name, Some(key), err)),
+            (Some(Err(err)), _) | (_, Some(Err(err))) => {
+                Err(from_fred(&self.inner.name, Some(key), err))
+            }
             _ => Err(Error::backend(
                 self.inner.name.as_str(),
                 Some(key),
@@ -240,16 +247,22 @@ impl Tier for RedisTier {
         };
         self.bounded(
             Some(key),
-            self.inner
-                .pool
-                .set::<(), _, _>(full, entry.value, Some(Expiration::PX(millis)), None, false),
+            self.inner.pool.set::<(), _, _>(
+                full,
+                entry.value,
+                Some(Expiration::PX(millis)),
+                None,
+                false,
+            ),
         )
         .await
     }
 
     async fn remove(&self, key: &str) -> Result<()> {
         let full = self.full_key(key);
-        self.bounded(Some(key), self.inner.pool.unlink::<i64, _>(full)).await.map(drop)
+        self.bounded(Some(key), self.inner.pool.unlink::<i64, _>(full))
+            .await
+            .map(drop)
     }
 
     async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
@@ -263,7 +276,9 @@ impl Tier for RedisTier {
         let mut removed = 0;
         loop {
             let page = match tokio::time::timeout(self.inner.command_timeout, pages.next()).await {
-                Ok(Some(page)) => page.map_err(|err| from_fred(&self.inner.name, Some(prefix), err))?,
+                Ok(Some(page)) => {
+                    page.map_err(|err| from_fred(&self.inner.name, Some(prefix), err))?
+                }
                 Ok(None) => break,
                 Err(_elapsed) => return Err(timed_out(&self.inner.name, Some(prefix))),
             };
@@ -292,7 +307,9 @@ impl Tier for RedisTier {
     }
 
     async fn health(&self) -> Result<()> {
-        self.bounded(None, self.inner.pool.next().ping::<String>(None)).await.map(drop)
+        self.bounded(None, self.inner.pool.next().ping::<String>(None))
+            .await
+            .map(drop)
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
@@ -300,7 +317,10 @@ impl Tier for RedisTier {
         let groups = self.by_node(full);
         let calls = groups.into_iter().map(|group| async move {
             let pipeline = self.inner.pool.next().pipeline();
-            let names: Vec<Key> = group.iter().map(|(_, key)| Key::from(key.as_str())).collect();
+            let names: Vec<Key> = group
+                .iter()
+                .map(|(_, key)| Key::from(key.as_str()))
+                .collect();
             let replies = self
                 .bounded(None, async {
                     pipeline.mget::<(), _>(names).await?;
@@ -330,14 +350,23 @@ impl Tier for RedisTier {
     }
 
     async fn set_many(&self, entries: Vec<(String, Entry)>) -> Result<()> {
-        let (live, expired): (Vec<_>, Vec<_>) =
-            entries.into_iter().partition(|(_, entry)| px_millis(entry).is_some());
-        self.unlink(expired.into_iter().map(|(key, _)| self.full_key(&key)).collect()).await?;
+        let (live, expired): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(_, entry)| px_millis(entry).is_some());
+        self.unlink(
+            expired
+                .into_iter()
+                .map(|(key, _)| self.full_key(&key))
+                .collect(),
+        )
+        .await?;
         if live.is_empty() {
             return Ok(());
         }
-        let (keys, values): (Vec<String>, Vec<Entry>) =
-            live.into_iter().map(|(key, entry)| (self.full_key(&key), entry)).unzip();
+        let (keys, values): (Vec<String>, Vec<Entry>) = live
+            .into_iter()
+            .map(|(key, entry)| (self.full_key(&key), entry))
+            .unzip();
         let groups = self.by_node(keys);
         let calls = groups.into_iter().map(|group| {
             let pipeline = self.inner.pool.next().pipeline();
@@ -348,7 +377,13 @@ impl Tier for RedisTier {
                         let entry = &values[index];
                         let millis = px_millis(entry).unwrap_or(1);
                         pipeline
-                            .set::<(), _, _>(key, entry.value.clone(), Some(Expiration::PX(millis)), None, false)
+                            .set::<(), _, _>(
+                                key,
+                                entry.value.clone(),
+                                Some(Expiration::PX(millis)),
+                                None,
+                                false,
+                            )
                             .await?;
                     }
                     pipeline.all::<Value>().await.map(drop)
@@ -360,7 +395,9 @@ impl Tier for RedisTier {
     }
 
     async fn remove_many(&self, keys: &[&str]) -> Result<()> {
-        self.unlink(keys.iter().map(|key| self.full_key(key)).collect()).await.map(drop)
+        self.unlink(keys.iter().map(|key| self.full_key(key)).collect())
+            .await
+            .map(drop)
     }
 }
 
@@ -375,8 +412,14 @@ mod tests {
         let now = Instant::now();
         let value = || Value::Bytes(Bytes::from_static(b"v"));
         assert!(entry_from(value(), Some(&Value::Integer(1_500)), now).is_some());
-        assert!(entry_from(value(), Some(&Value::Integer(-1)), now).is_none(), "no expiry");
-        assert!(entry_from(value(), Some(&Value::Integer(-2)), now).is_none(), "gone");
+        assert!(
+            entry_from(value(), Some(&Value::Integer(-1)), now).is_none(),
+            "no expiry"
+        );
+        assert!(
+            entry_from(value(), Some(&Value::Integer(-2)), now).is_none(),
+            "gone"
+        );
         assert!(entry_from(value(), None, now).is_none());
         assert!(entry_from(Value::Null, Some(&Value::Integer(10)), now).is_none());
         assert!(entry_from(Value::Array(vec![]), Some(&Value::Integer(10)), now).is_none());

@@ -16,8 +16,7 @@ use std::{
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The one-line instruction printed when `redis-server` is missing.
-pub const INSTALL_HINT: &str =
-    "redis-server is not installed: run `apt-get install -y redis-server` (or `cargo xtask test`, which installs it when run as root)";
+pub const INSTALL_HINT: &str = "redis-server is not installed: run `apt-get install -y redis-server` (or `cargo xtask test`, which installs it when run as root)";
 
 /// A `redis-server` process this test started, on 127.0.0.1 and a port of its own. Dropping it
 /// kills the process and removes its directory.
@@ -126,8 +125,13 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) -> io::Result<()> {
-        let pid = self.pid().ok_or_else(|| io::Error::other("the server is not running"))?;
-        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status()?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| io::Error::other("the server is not running"))?;
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()?;
         if status.success() {
             Ok(())
         } else {
@@ -139,8 +143,24 @@ impl RedisServer {
         let port = self.port.to_string();
         let dir = self.dir.to_string_lossy().into_owned();
         let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &dir, "--protected-mode", "no", "--loglevel", "warning"])
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                &dir,
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -158,10 +178,15 @@ impl RedisServer {
             {
                 return Ok(());
             }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
                 self.stop();
-                return Err(io::Error::other(format!("redis-server on port {port} did not start")));
+                return Err(io::Error::other(format!(
+                    "redis-server on port {port} did not start"
+                )));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -200,7 +225,10 @@ impl RedisCluster {
                 "5000",
             ])?);
         }
-        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
@@ -242,7 +270,9 @@ impl RedisCluster {
                     break;
                 }
                 if Instant::now() > deadline {
-                    return Err(io::Error::other("the cluster did not reach cluster_state:ok"));
+                    return Err(io::Error::other(
+                        "the cluster did not reach cluster_state:ok",
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -275,7 +305,8 @@ fn scratch_dir() -> io::Result<PathBuf> {
 }
 
 fn connect(port: u16) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))?;
+    let stream =
+        TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     Ok(stream)
 }
@@ -300,7 +331,11 @@ fn cluster_info(port: u16) -> io::Result<String> {
     let mut reader = BufReader::new(stream);
     let mut header = String::new();
     reader.read_line(&mut header)?;
-    let len: usize = header.trim_start_matches('$').trim_end().parse().map_err(io::Error::other)?;
+    let len: usize = header
+        .trim_start_matches('$')
+        .trim_end()
+        .parse()
+        .map_err(io::Error::other)?;
     let mut body = vec![0; len];
     std::io::Read::read_exact(&mut reader, &mut body)?;
     Ok(String::from_utf8_lossy(&body).into_owned())
@@ -318,9 +353,16 @@ mod tests {
         server.stop();
         assert!(server.command(&["PING"]).is_err());
         server.restart().unwrap();
-        assert_eq!(server.command(&["GET", "k"]).unwrap(), "$-1", "a restarted server is empty");
+        assert_eq!(
+            server.command(&["GET", "k"]).unwrap(),
+            "$-1",
+            "a restarted server is empty"
+        );
         server.pause().unwrap();
-        assert!(server.command(&["PING"]).is_err(), "a paused server answers nothing");
+        assert!(
+            server.command(&["PING"]).is_err(),
+            "a paused server answers nothing"
+        );
         server.resume().unwrap();
         assert_eq!(server.command(&["PING"]).unwrap(), "+PONG");
     }
@@ -330,7 +372,11 @@ mod tests {
         let cluster = RedisCluster::start().unwrap();
         assert!(cluster.url().starts_with("redis-cluster://127.0.0.1:"));
         for node in cluster.nodes() {
-            assert!(cluster_info(node.port()).unwrap().contains("cluster_state:ok"));
+            assert!(
+                cluster_info(node.port())
+                    .unwrap()
+                    .contains("cluster_state:ok")
+            );
         }
     }
 }

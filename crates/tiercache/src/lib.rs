@@ -46,6 +46,7 @@
 //! plugged in with [`CacheBuilder::codec`].
 #![doc(test(attr(deny(warnings))))]
 
+mod breaker;
 mod builder;
 mod cache;
 mod flight;
@@ -57,12 +58,13 @@ mod options;
 mod read;
 mod write;
 
+pub use breaker::CircuitBreaker;
 pub use builder::CacheBuilder;
 pub use cache::Cache;
 pub use options::TierOptions;
 pub use tiercache_core::{
-    BoxError, Bytes, CacheStats, CacheStrategy, Codec, Entry, EntryOptions, Error, JsonCodec,
-    MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
+    BoxError, Bytes, CacheStats, CacheStrategy, CircuitState, Codec, Entry, EntryOptions, Error,
+    JsonCodec, MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
 };
 #[cfg(feature = "moka")]
 pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};

@@ -1,5 +1,7 @@
 //! Per-tier options given to the builder.
 
+use crate::CircuitBreaker;
+
 /// How the cache treats one tier: its TTL scale and whether hits below it are copied into it.
 ///
 /// ```
@@ -12,6 +14,7 @@
 pub struct TierOptions {
     ttl_scale: f64,
     promote: bool,
+    circuit_breaker: Option<CircuitBreaker>,
 }
 
 impl Default for TierOptions {
@@ -21,11 +24,12 @@ impl Default for TierOptions {
 }
 
 impl TierOptions {
-    /// Scale 1.0, promotion on.
+    /// Scale 1.0, promotion on, the default circuit breaker.
     pub fn new() -> Self {
         Self {
             ttl_scale: 1.0,
             promote: true,
+            circuit_breaker: Some(CircuitBreaker::default()),
         }
     }
 
@@ -43,6 +47,21 @@ impl TierOptions {
     pub fn promote(mut self, promote: bool) -> Self {
         self.promote = promote;
         self
+    }
+
+    /// When a tier below L1 is skipped after repeated failures (`None`: never). A skipped tier
+    /// reads as a miss, and a write or invalidation that skips it returns
+    /// [`Error::Unavailable`](crate::Error::Unavailable). Default: [`CircuitBreaker::default`]
+    /// (5 consecutive failures, 5 s cool-down).
+    #[must_use]
+    pub fn circuit_breaker(mut self, breaker: Option<CircuitBreaker>) -> Self {
+        self.circuit_breaker = breaker;
+        self
+    }
+
+    /// The circuit breaker settings, if any.
+    pub fn circuit_breaker_value(&self) -> Option<CircuitBreaker> {
+        self.circuit_breaker
     }
 
     /// The TTL scale.

@@ -20,16 +20,14 @@ impl<C: Codec> Inner<C> {
         }
         let stored_key = self.namespace.apply(key);
         for (level, layer) in self.tiers.iter().enumerate() {
-            let entry = match layer.tier.get(&stored_key).await {
+            let entry = match layer.call("get", key, layer.tier.get(&stored_key)).await {
                 Ok(Some(entry)) => entry,
                 Ok(None) => {
                     layer.counters.miss();
                     continue;
                 }
-                Err(err) => {
-                    layer.failed("get", key, &err);
-                    continue;
-                }
+                // Counted and logged by `call`; a broken tier reads as a miss.
+                Err(_) => continue,
             };
             let value = match decode(&entry.value) {
                 Ok(Decoded::Value(value)) => Some(Arc::new(value)),
@@ -79,12 +77,13 @@ impl<C: Codec> Inner<C> {
                 entry.value.clone(),
                 expires_at(layer.options.ttl_scale_value()),
             );
-            match layer.tier.set(stored_key, copy).await {
-                Ok(()) => {
-                    layer.counters.promotion();
-                    layer.counters.write();
-                }
-                Err(err) => layer.failed("promote", key, &err),
+            if layer
+                .call("promote", key, layer.tier.set(stored_key, copy))
+                .await
+                .is_ok()
+            {
+                layer.counters.promotion();
+                layer.counters.write();
             }
         }
         if let Some(memory) = self.memory.as_ref().filter(|m| m.options().promotes()) {

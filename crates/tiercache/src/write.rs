@@ -75,10 +75,12 @@ impl<C: Codec> Inner<C> {
                 bytes.clone(),
                 now + ttl.mul_f64(layer.options.ttl_scale_value()),
             );
-            match layer.tier.set(&stored_key, entry).await {
+            match layer
+                .call("set", key, layer.tier.set(&stored_key, entry))
+                .await
+            {
                 Ok(()) => layer.counters.write(),
                 Err(err) => {
-                    layer.failed("set", key, &err);
                     first_error.get_or_insert(err);
                 }
             }
@@ -140,8 +142,10 @@ impl<C: Codec> Inner<C> {
         let stored_key = self.namespace.apply(key);
         let mut first_error = None;
         for layer in &self.tiers {
-            if let Err(err) = layer.tier.remove(&stored_key).await {
-                layer.failed("remove", key, &err);
+            if let Err(err) = layer
+                .call("remove", key, layer.tier.remove(&stored_key))
+                .await
+            {
                 first_error.get_or_insert(err);
             }
         }
@@ -159,8 +163,8 @@ impl<C: Codec> Inner<C> {
         }
         let stored_prefix = self.namespace.apply(prefix);
         for layer in &self.tiers {
-            if let Err(err) = layer.tier.remove_prefix(&stored_prefix).await {
-                layer.failed("remove_prefix", prefix, &err);
+            let removal = layer.tier.remove_prefix(&stored_prefix);
+            if let Err(err) = layer.call("remove_prefix", prefix, removal).await {
                 first_error.get_or_insert(err);
             }
         }
@@ -176,17 +180,17 @@ impl<C: Codec> Inner<C> {
         }
         let mut first_error = None;
         for layer in &self.tiers {
-            let cleared = if self.namespace.prefix().is_empty() {
-                layer.tier.clear().await
-            } else {
-                layer
-                    .tier
-                    .remove_prefix(self.namespace.prefix())
-                    .await
-                    .map(drop)
-            };
+            let namespace = self.namespace.prefix();
+            let cleared = layer
+                .call("clear", namespace, async {
+                    if namespace.is_empty() {
+                        layer.tier.clear().await
+                    } else {
+                        layer.tier.remove_prefix(namespace).await.map(drop)
+                    }
+                })
+                .await;
             if let Err(err) = cleared {
-                layer.failed("clear", self.namespace.prefix(), &err);
                 first_error.get_or_insert(err);
             }
         }

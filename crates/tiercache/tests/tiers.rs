@@ -374,3 +374,40 @@ fn public_handles_are_send_sync_and_cheap_to_clone() {
     clone::<Cache>();
     clone::<MemoryTier>();
 }
+
+#[tokio::test]
+async fn a_tier_that_keeps_failing_is_skipped_for_the_cool_down_then_probed() {
+    let (l1, l2) = (MemoryTier::new(100), MapTier::new("l2"));
+    let breaker = tiercache::CircuitBreaker::new(3, Duration::from_millis(300));
+    let cache = Cache::builder()
+        .memory(l1.clone())
+        .tier_with(l2.clone(), TierOptions::new().circuit_breaker(Some(breaker)))
+        .build()
+        .await
+        .unwrap();
+    l2.set_failing(true);
+    for i in 0..3 {
+        assert_eq!(cache.get::<u8>(&format!("k{i}")).await.unwrap(), None);
+    }
+    let stats = cache.stats();
+    let l2_stats = stats.tier("l2").unwrap();
+    assert_eq!((l2_stats.errors, l2_stats.circuit_opens), (3, 1));
+    assert_eq!(l2_stats.circuit, tiercache::CircuitState::Open);
+
+    // While open, the tier is not called at all: reads miss, writes say it was skipped.
+    let calls = l2.gets();
+    assert_eq!(cache.get::<u8>("k").await.unwrap(), None);
+    assert_eq!(l2.gets(), calls, "an open breaker skips the tier");
+    let err = cache.set("k", &1u8, CacheStrategy::ShortTerm).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { ref tier, .. } if tier == "l2"), "{err}");
+    assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1), "the L1 write is kept");
+    assert!(cache.stats().tier("l2").unwrap().skipped >= 2);
+
+    // The tier recovers; after the cool-down one probe closes the breaker again.
+    l2.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(cache.stats().tier("l2").unwrap().circuit, tiercache::CircuitState::HalfOpen);
+    cache.set("k", &2u8, CacheStrategy::ShortTerm).await.unwrap();
+    assert_eq!(cache.stats().tier("l2").unwrap().circuit, tiercache::CircuitState::Closed);
+    assert!(l2.raw("k").is_some());
+}
