@@ -1,8 +1,9 @@
 //! tiercache: a multi-tier cache for Rust services.
 //!
-//! A typed in-process L1 ([`MemoryTier`], on moka) in front of any number of shared or slower
-//! tiers (anything that implements [`Tier`]), with stampede protection, typed get-or-compute,
-//! promotion with TTL scaling, negative caching and TTL jitter.
+//! A typed in-process L1 (`MemoryTier`, on moka) in front of any number of shared or slower
+//! tiers (`RedisTier`, or anything that implements [`Tier`]), with stampede protection, typed
+//! get-or-compute, promotion with TTL scaling, a circuit breaker per tier, negative caching and
+//! TTL jitter.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
@@ -41,6 +42,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `moka` | yes | the typed L1 [`MemoryTier`] and the bytes tier [`MokaTier`] |
+//! | `redis` | yes | the shared tier [`RedisTier`] (on fred) |
+//! | `tls` | no | `rediss://` URLs for the Redis tier (rustls) |
 //!
 //! The [`JsonCodec`] (serde_json) is always available and is the default codec; another codec is
 //! plugged in with [`CacheBuilder::codec`].
@@ -68,6 +71,8 @@ pub use tiercache_core::{
 };
 #[cfg(feature = "moka")]
 pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};
+#[cfg(feature = "redis")]
+pub use tiercache_redis::{RedisOptions, RedisTier};
 
 /// The README's example, compiled and run as a doc test so the README stays true.
 #[cfg(doctest)]

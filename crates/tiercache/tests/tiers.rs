@@ -381,7 +381,10 @@ async fn a_tier_that_keeps_failing_is_skipped_for_the_cool_down_then_probed() {
     let breaker = tiercache::CircuitBreaker::new(3, Duration::from_millis(300));
     let cache = Cache::builder()
         .memory(l1.clone())
-        .tier_with(l2.clone(), TierOptions::new().circuit_breaker(Some(breaker)))
+        .tier_with(
+            l2.clone(),
+            TierOptions::new().circuit_breaker(Some(breaker)),
+        )
         .build()
         .await
         .unwrap();
@@ -398,16 +401,35 @@ async fn a_tier_that_keeps_failing_is_skipped_for_the_cool_down_then_probed() {
     let calls = l2.gets();
     assert_eq!(cache.get::<u8>("k").await.unwrap(), None);
     assert_eq!(l2.gets(), calls, "an open breaker skips the tier");
-    let err = cache.set("k", &1u8, CacheStrategy::ShortTerm).await.unwrap_err();
-    assert!(matches!(err, Error::Unavailable { ref tier, .. } if tier == "l2"), "{err}");
-    assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1), "the L1 write is kept");
+    let err = cache
+        .set("k", &1u8, CacheStrategy::ShortTerm)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { ref tier, .. } if tier == "l2"),
+        "{err}"
+    );
+    assert_eq!(
+        cache.get::<u8>("k").await.unwrap(),
+        Some(1),
+        "the L1 write is kept"
+    );
     assert!(cache.stats().tier("l2").unwrap().skipped >= 2);
 
     // The tier recovers; after the cool-down one probe closes the breaker again.
     l2.set_failing(false);
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(cache.stats().tier("l2").unwrap().circuit, tiercache::CircuitState::HalfOpen);
-    cache.set("k", &2u8, CacheStrategy::ShortTerm).await.unwrap();
-    assert_eq!(cache.stats().tier("l2").unwrap().circuit, tiercache::CircuitState::Closed);
+    assert_eq!(
+        cache.stats().tier("l2").unwrap().circuit,
+        tiercache::CircuitState::HalfOpen
+    );
+    cache
+        .set("k", &2u8, CacheStrategy::ShortTerm)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.stats().tier("l2").unwrap().circuit,
+        tiercache::CircuitState::Closed
+    );
     assert!(l2.raw("k").is_some());
 }

@@ -1,0 +1,105 @@
+//! Every call is bounded by the command timeout and names the tier; a restarted server is picked
+//! up again by the same tier; `clear` never empties a database it was not given.
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
+
+use std::time::{Duration, Instant};
+
+use tiercache_core::{Entry, Error, Tier};
+use tiercache_redis::{RedisOptions, RedisTier};
+use tiercache_testkit::RedisServer;
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+async fn tier(server: &RedisServer, prefix: &str) -> RedisTier {
+    let options = RedisOptions::from_url(&server.url())
+        .unwrap()
+        .command_timeout(TIMEOUT)
+        .key_prefix(prefix)
+        .name("shared");
+    RedisTier::connect_with(options).await.unwrap()
+}
+
+fn minute(value: &'static [u8]) -> Entry {
+    Entry::new(value, Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_fails_fast_naming_the_tier_and_a_restarted_one_is_used_again() {
+    let mut server = RedisServer::start().unwrap();
+    let redis = tier(&server, "t:").await;
+    redis.set("k", minute(b"v")).await.unwrap();
+
+    server.stop();
+    for call in 0..3 {
+        let started = Instant::now();
+        let err = redis.get("k").await.unwrap_err();
+        assert!(
+            started.elapsed() < TIMEOUT + Duration::from_millis(200),
+            "call {call}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(err.tier(), Some("shared"), "{err}");
+        assert!(
+            matches!(err, Error::Backend { .. } | Error::Timeout { .. }),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+    }
+    assert!(redis.health().await.is_err());
+
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.health().await.is_err() {
+        assert!(Instant::now() < deadline, "the tier did not reconnect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.set("k", minute(b"again")).await.unwrap();
+    assert_eq!(
+        redis.get("k").await.unwrap().map(|e| e.value),
+        Some((&b"again"[..]).into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_costs_one_timeout_per_call() {
+    let server = RedisServer::start().unwrap();
+    let redis = tier(&server, "t:").await;
+    redis.set("k", minute(b"v")).await.unwrap();
+    server.pause().unwrap();
+    let started = Instant::now();
+    let err = redis.get("k").await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(err, Error::Timeout { ref what, key: Some(ref key) } if what == "shared" && key == "k"),
+        "{err}"
+    );
+    assert!(waited >= TIMEOUT && waited < TIMEOUT * 3, "{waited:?}");
+    let err = redis.remove_prefix("").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    server.resume().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_never_see_each_other_and_clear_needs_a_prefix() {
+    let server = RedisServer::start().unwrap();
+    let (a, b) = (tier(&server, "a:").await, tier(&server, "b:").await);
+    a.set("k", minute(b"from a")).await.unwrap();
+    b.set("k", minute(b"from b")).await.unwrap();
+    assert_eq!(
+        a.get("k").await.unwrap().map(|e| e.value),
+        Some((&b"from a"[..]).into())
+    );
+    a.clear().await.unwrap();
+    assert!(a.get("k").await.unwrap().is_none());
+    assert!(
+        b.get("k").await.unwrap().is_some(),
+        "clearing one prefix spares another"
+    );
+
+    let unprefixed = RedisTier::connect(&server.url()).await.unwrap();
+    assert!(matches!(unprefixed.clear().await, Err(Error::Config(_))));
+    assert!(
+        b.get("k").await.unwrap().is_some(),
+        "a refused clear removes nothing"
+    );
+}

@@ -1,0 +1,221 @@
+//! The facade over a real Redis that the test starts itself: L2 hits with promotion, bad bytes,
+//! and what happens when the server dies, freezes and comes back.
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
+
+use std::time::{Duration, Instant};
+
+use tiercache::{
+    Cache, CacheStrategy, CircuitBreaker, CircuitState, Error, MemoryTier, RedisOptions, RedisTier,
+    TierOptions,
+};
+use tiercache_redis::fred::interfaces::KeysInterface;
+use tiercache_testkit::RedisServer;
+
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(200);
+
+async fn redis_tier(server: &RedisServer) -> RedisTier {
+    let options = RedisOptions::from_url(&server.url())
+        .unwrap()
+        .command_timeout(COMMAND_TIMEOUT)
+        .reconnect_policy(
+            tiercache_redis::fred::types::config::ReconnectPolicy::new_constant(0, 50),
+        );
+    RedisTier::connect_with(options).await.unwrap()
+}
+
+async fn cache_over(redis: &RedisTier, cool_down: Duration) -> Cache {
+    Cache::builder()
+        .namespace("shop")
+        .memory(MemoryTier::new(1_000))
+        .tier_with(
+            redis.clone(),
+            TierOptions::new().circuit_breaker(Some(CircuitBreaker::new(3, cool_down))),
+        )
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn load(value: u32) -> Result<u32, Error> {
+    Ok(value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l2_hit_is_promoted_and_the_next_read_is_an_l1_hit() {
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let writer = cache_over(&redis, Duration::from_secs(5)).await;
+    writer
+        .set("user:1", &"ada".to_owned(), CacheStrategy::ShortTerm)
+        .await
+        .unwrap();
+    let ttl: i64 = redis.pool().pttl("shop:user:1").await.unwrap();
+    assert!(
+        ttl > 299_000 && ttl <= 300_000,
+        "stored under the namespace with its TTL: {ttl}"
+    );
+
+    let reader = cache_over(&redis, Duration::from_secs(5)).await;
+    assert_eq!(
+        reader.get::<String>("user:1").await.unwrap().as_deref(),
+        Some("ada")
+    );
+    assert_eq!(
+        reader.get::<String>("user:1").await.unwrap().as_deref(),
+        Some("ada")
+    );
+    let stats = reader.stats();
+    let (memory, l2) = (stats.memory.unwrap(), &stats.tiers[0]);
+    assert_eq!((memory.hits, memory.misses, memory.promotions), (1, 1, 1));
+    assert_eq!((l2.hits, l2.misses), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_in_redis_are_a_counted_miss_and_get_overwritten() {
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let cache = cache_over(&redis, Duration::from_secs(5)).await;
+    let pool = redis.pool();
+    let _: () = pool
+        .set("shop:junk", "written by another program", None, None, false)
+        .await
+        .unwrap();
+    let _: () = pool.pexpire("shop:junk", 60_000, None).await.unwrap();
+    let _: () = pool
+        .set("shop:old", "\u{1}{\"v\":1}", None, None, false)
+        .await
+        .unwrap();
+    let _: () = pool.pexpire("shop:old", 60_000, None).await.unwrap();
+    assert_eq!(server.command(&["RPUSH", "shop:list", "a"]).unwrap(), ":1");
+
+    for key in ["junk", "old"] {
+        assert_eq!(cache.get::<u32>(key).await.unwrap(), None, "{key}");
+    }
+    assert_eq!(
+        cache.get::<u32>("list").await.unwrap(),
+        None,
+        "a non-string key is a miss"
+    );
+    assert_eq!(cache.stats().tiers[0].decode_errors, 2);
+
+    for key in ["junk", "list"] {
+        let value = cache
+            .get_or_compute(key, CacheStrategy::ShortTerm, || load(7))
+            .await
+            .unwrap();
+        assert_eq!(value, 7);
+    }
+    let fresh = cache_over(&redis, Duration::from_secs(5)).await;
+    assert_eq!(
+        fresh.get::<u32>("junk").await.unwrap(),
+        Some(7),
+        "overwritten with a good value"
+    );
+    assert_eq!(
+        fresh.get::<u32>("list").await.unwrap(),
+        Some(7),
+        "a non-string key is replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_dead_the_cache_answers_from_l1_and_the_loader_then_recovers() {
+    let mut server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let cache = cache_over(&redis, Duration::from_millis(300)).await;
+    cache
+        .set("warm", &1u32, CacheStrategy::ShortTerm)
+        .await
+        .unwrap();
+
+    server.stop();
+    // Reads: L1 answers what it has, the loader what it does not, and no error reaches the caller.
+    for _ in 0..5 {
+        let warm = cache
+            .get_or_compute("warm", CacheStrategy::ShortTerm, || load(0))
+            .await;
+        assert_eq!(warm.unwrap(), 1);
+        let cold = cache
+            .get_or_compute("cold", CacheStrategy::ShortTerm, || load(2))
+            .await;
+        assert_eq!(cold.unwrap(), 2);
+        cache.invalidate("cold").await.ok();
+    }
+    // Writes: L1 keeps the value; the shared-tier failure is reported, naming the tier.
+    let err = cache
+        .set("written", &3u32, CacheStrategy::ShortTerm)
+        .await
+        .unwrap_err();
+    assert_eq!(err.tier(), Some("redis"), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(cache.get::<u32>("written").await.unwrap(), Some(3));
+    let l2 = cache.stats().tiers[0].clone();
+    assert!(l2.errors >= 3, "{l2:?}");
+    assert_eq!(l2.circuit, CircuitState::Open);
+    assert!(
+        l2.skipped > 0,
+        "once open, the breaker skips the dead tier: {l2:?}"
+    );
+
+    // Redis comes back: the same cache writes and reads through it again, no restart.
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache
+        .set("back", &4u32, CacheStrategy::ShortTerm)
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cache did not recover after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cache.stats().tiers[0].circuit, CircuitState::Closed);
+    let other = cache_over(&redis, Duration::from_millis(300)).await;
+    assert_eq!(other.get::<u32>("back").await.unwrap(), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_at_most_the_timeout_and_then_nothing() {
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let cache = cache_over(&redis, Duration::from_secs(30)).await;
+    cache.get::<u32>("prime").await.unwrap();
+
+    server.pause().unwrap();
+    let slow = Instant::now();
+    let value = cache
+        .get_or_compute("k", CacheStrategy::ShortTerm, || load(5))
+        .await
+        .unwrap();
+    assert_eq!(value, 5);
+    // One read and one write, each bounded by the command timeout.
+    assert!(
+        slow.elapsed() < COMMAND_TIMEOUT * 2 + Duration::from_millis(300),
+        "{:?}",
+        slow.elapsed()
+    );
+    for i in 0..3 {
+        cache.get::<u32>(&format!("miss{i}")).await.unwrap();
+    }
+    assert_eq!(cache.stats().tiers[0].circuit, CircuitState::Open);
+
+    let fast = Instant::now();
+    for i in 0..20 {
+        let key = format!("later{i}");
+        assert_eq!(
+            cache
+                .get_or_compute(&key, CacheStrategy::ShortTerm, || load(i))
+                .await
+                .unwrap(),
+            i
+        );
+    }
+    assert!(
+        fast.elapsed() < COMMAND_TIMEOUT,
+        "with the breaker open, calls skip the frozen tier: {:?}",
+        fast.elapsed()
+    );
+    server.resume().unwrap();
+}
