@@ -16,33 +16,11 @@
 use std::{hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
 use tiercache::{Cache, CacheStrategy, MemoryTier};
+use tiercache_benches::{Profile, profile, shuffled_keys};
 use tokio::runtime::Runtime;
 
 const KEYS: usize = 100_000;
-
-/// About 1 KiB once its strings are counted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    tags: Vec<String>,
-    bio: String,
-    score: f64,
-}
-
-fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: format!("user number {id}"),
-        email: format!("user{id}@example.com"),
-        tags: (0..8).map(|t| format!("tag-{t}-{id}")).collect(),
-        bio: "x".repeat(800),
-        score: id as f64 / 7.0,
-    }
-}
 
 struct Fixture {
     keys: Vec<String>,
@@ -51,16 +29,7 @@ struct Fixture {
 }
 
 fn fixture(rt: &Runtime) -> Fixture {
-    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("profile:{i}")).collect();
-    // A fixed shuffle so consecutive reads do not walk memory in insertion order.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..keys.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let j = usize::try_from(state % (i as u64 + 1)).unwrap_or(0);
-        keys.swap(i, j);
-    }
+    let keys = shuffled_keys(KEYS);
     rt.block_on(async {
         let raw = moka::future::Cache::new(KEYS as u64 * 2);
         let cache = Cache::builder()

@@ -13,6 +13,7 @@
 )]
 
 mod bench;
+mod redis;
 mod run;
 
 use std::process::ExitCode;
@@ -38,8 +39,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The test suite: every crate, every feature, unit, integration, example and doc tests.
+/// The test suite: every crate, every feature, unit, integration, example and doc tests. The
+/// Redis tests start their own `redis-server`, so it must be installed.
 fn test() -> Result<(), String> {
+    redis::ensure_installed()?;
     run::cargo(&["test", "--workspace", "--all-features"], &[])
 }
 

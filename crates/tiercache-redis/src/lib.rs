@@ -1,7 +1,7 @@
 //! The shared tier of tiercache: [`RedisTier`], a [`Tier`](tiercache_core::Tier) on Redis
 //! through [fred](https://docs.rs/fred).
 //!
-//! One round trip per read (value and remaining TTL together), batches grouped by hash slot so
+//! One command per read (the value carries its absolute expiry in a small frame), batches grouped by hash slot so
 //! they work on a cluster, prefix removal by SCAN on every primary with the prefix taken
 //! literally, and every call bounded by a timeout so a slow or frozen server costs a bounded
 //! wait. fred reconnects by itself ([`RedisOptions::reconnect_policy`]), so a restarted server is
@@ -27,6 +27,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+mod frame;
 mod glob;
 mod options;
 mod tier;

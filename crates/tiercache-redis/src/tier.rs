@@ -9,6 +9,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use fred::{
     clients::Pool,
     interfaces::{ClientLike, KeysInterface},
@@ -20,6 +21,7 @@ use tiercache_core::{Entry, Error, Result, Tier};
 use crate::{
     RedisOptions,
     error::{from_fred, timed_out},
+    frame,
     glob::prefix_pattern,
 };
 
@@ -28,17 +30,19 @@ const SCAN_BATCH: u32 = 1_000;
 
 /// A [`Tier`] on Redis (single server, cluster or sentinel) through a fred connection pool.
 ///
-/// - `get` reads the value and its remaining TTL in one round trip (a GET + PTTL pipeline).
-/// - `set` is `SET key value PX ttl`; `remove` is `UNLINK`.
-/// - `get_many` is one `MGET` + `PTTL`s pipeline per hash slot; `set_many` and `remove_many` are
-///   grouped by hash slot too, so batches work on a cluster.
+/// - `get` is one `GET`: the value is stored behind a 12-byte frame holding its absolute expiry
+///   (see `frame.rs`), so value and expiry come back in one command and one round trip.
+/// - `set` is `SET key frame+value PX ttl`; `remove` is `UNLINK`.
+/// - `get_many` is one `MGET` per hash slot; `set_many` and `remove_many` are grouped by hash
+///   slot too, so batches work on a cluster.
 /// - `remove_prefix` runs `SCAN MATCH` (glob characters of the prefix escaped) on every primary
 ///   and `UNLINK`s each page; `clear` removes the tier's [key prefix](RedisOptions::key_prefix),
 ///   never `FLUSHDB`.
 /// - Every call is bounded by the [command timeout](RedisOptions::command_timeout).
 ///
-/// A key that holds no expiry, or is not a string, was not written by tiercache: it reads as a
-/// miss and the next write replaces it.
+/// A value without the frame was written by another program: it is returned as it is with its
+/// `PTTL` (one more round trip, on this rare path only), so the cache counts it as undecodable and
+/// overwrites it. A key with no expiry, or one that is not a string, reads as a miss.
 ///
 /// A cheap `Clone` handle around a shared pool.
 #[derive(Clone)]
@@ -130,6 +134,7 @@ impl RedisTier {
         &self.inner.pool
     }
 
+    /// The key as stored: the tier's key prefix plus `key`.
     fn full_key(&self, key: &str) -> String {
         let mut full = String::with_capacity(self.inner.key_prefix.len() + key.len());
         full.push_str(&self.inner.key_prefix);
@@ -137,17 +142,16 @@ impl RedisTier {
         full
     }
 
-    /// Runs one call under the command timeout, mapping fred's errors.
+    /// Runs one call, mapping fred's errors. fred bounds every command by the command timeout
+    /// (its `default_command_timeout`, set at connect), queued-while-reconnecting time included,
+    /// so no second timer is needed on this path.
     async fn bounded<T>(
         &self,
         key: Option<&str>,
         call: impl Future<Output = fred::prelude::FredResult<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.inner.command_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(from_fred(&self.inner.name, key, err)),
-            Err(_elapsed) => Err(timed_out(&self.inner.name, key)),
-        }
+        call.await
+            .map_err(|err| from_fred(&self.inner.name, key, err))
     }
 
     /// Full keys grouped so that each group can go to one node: by hash slot on a cluster, all
@@ -162,6 +166,17 @@ impl RedisTier {
             groups.entry(slot).or_default().push((index, key));
         }
         groups.into_values().collect()
+    }
+
+    /// The entry in a stored value. A value tiercache did not frame (another program wrote it)
+    /// costs one more round trip for its PTTL and is returned as it is, so the cache can count it
+    /// as undecodable and overwrite it.
+    async fn unframe(&self, key: &str, full: &str, stored: Bytes) -> Result<Option<Entry>> {
+        if let Some(entry) = frame::decode(&stored) {
+            return Ok((!entry.is_expired()).then_some(entry));
+        }
+        let pttl: i64 = self.bounded(Some(key), self.inner.pool.pttl(full)).await?;
+        Ok(foreign_entry(stored, pttl, Instant::now()))
     }
 
     /// UNLINKs full keys, one command per node group; returns how many existed.
@@ -182,17 +197,19 @@ impl RedisTier {
     }
 }
 
-/// An entry from a GET (or MGET item) reply and a PTTL reply; `None` when the key is absent, not a
-/// string, or has no expiry.
-fn entry_from(value: Value, pttl: Option<&Value>, now: Instant) -> Option<Entry> {
-    let bytes = match value {
-        Value::String(text) => text.inner().clone(),
-        Value::Bytes(bytes) => bytes,
-        _ => return None,
-    };
-    let millis = pttl.and_then(Value::as_i64).filter(|ms| *ms > 0)?;
-    let ttl = Duration::from_millis(u64::try_from(millis).ok()?);
-    Some(Entry::expiring_at(bytes, now + ttl))
+/// A value not framed by tiercache, with the key's PTTL: `None` when the key is gone or has no
+/// expiry (tiercache always sets one).
+fn foreign_entry(value: Bytes, pttl_millis: i64, now: Instant) -> Option<Entry> {
+    let millis = u64::try_from(pttl_millis).ok().filter(|ms| *ms > 0)?;
+    Some(Entry::expiring_at(
+        value,
+        now + Duration::from_millis(millis),
+    ))
+}
+
+/// Whether fred's error is Redis saying the key holds another type (a list, a hash, ...).
+fn is_wrong_type(err: &fred::error::Error) -> bool {
+    err.details().starts_with("WRONGTYPE")
 }
 
 /// Milliseconds for `SET ... PX`: `None` once the entry has (all but) expired.
@@ -212,31 +229,17 @@ impl Tier for RedisTier {
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         let full = self.full_key(key);
-        let pipeline = self.inner.pool.next().pipeline();
-        let replies = self
+        let stored = self
             .bounded(Some(key), async {
-                pipeline.get::<(), _>(full.as_str()).await?;
-                pipeline.pttl::<(), _>(full.as_str()).await?;
-                Ok(pipeline.try_all::<Value>().await)
+                match self.inner.pool.get::<Option<Bytes>, _>(full.as_str()).await {
+                    Err(err) if is_wrong_type(&err) => Ok(None),
+                    other => other,
+                }
             })
             .await?;
-        let now = Instant::now();
-        let mut replies = replies.into_iter();
-        match (replies.next(), replies.next()) {
-            (Some(Ok(value)), Some(Ok(pttl))) => Ok(entry_from(value, Some(&pttl), now)),
-            // WRONGTYPE: another program keeps a non-string here. A miss; a write replaces it.
-            (Some(Err(err)), _) | (_, Some(Err(err))) if err.details().starts_with("WRONGTYPE") => {
-                tracing::debug!(tier = %self.inner.name, key, "key holds a non-string value; read as a miss");
-                Ok(None)
-            }
-            (Some(Err(err)), _) | (_, Some(Err(err))) => {
-                Err(from_fred(&self.inner.name, Some(key), err))
-            }
-            _ => Err(Error::backend(
-                self.inner.name.as_str(),
-                Some(key),
-                std::io::Error::other("GET+PTTL pipeline returned fewer than two replies"),
-            )),
+        match stored {
+            None => Ok(None),
+            Some(stored) => self.unframe(key, &full, stored).await,
         }
     }
 
@@ -249,7 +252,7 @@ impl Tier for RedisTier {
             Some(key),
             self.inner.pool.set::<(), _, _>(
                 full,
-                entry.value,
+                frame::encode(&entry),
                 Some(Expiration::PX(millis)),
                 None,
                 false,
@@ -316,30 +319,20 @@ impl Tier for RedisTier {
         let full: Vec<String> = keys.iter().map(|key| self.full_key(key)).collect();
         let groups = self.by_node(full);
         let calls = groups.into_iter().map(|group| async move {
-            let pipeline = self.inner.pool.next().pipeline();
             let names: Vec<Key> = group
                 .iter()
                 .map(|(_, key)| Key::from(key.as_str()))
                 .collect();
-            let replies = self
-                .bounded(None, async {
-                    pipeline.mget::<(), _>(names).await?;
-                    for (_, key) in &group {
-                        pipeline.pttl::<(), _>(key.as_str()).await?;
-                    }
-                    pipeline.all::<Vec<Value>>().await
-                })
-                .await?;
-            let now = Instant::now();
-            let mut replies = replies.into_iter();
-            let values = replies.next().map(Value::into_array).unwrap_or_default();
-            let ttls: Vec<Value> = replies.collect();
-            let found: Vec<(usize, Option<Entry>)> = group
-                .iter()
-                .zip(values)
-                .zip(ttls.iter().map(Some).chain(std::iter::repeat(None)))
-                .map(|(((index, _), value), pttl)| (*index, entry_from(value, pttl, now)))
-                .collect();
+            let values: Vec<Option<Bytes>> =
+                self.bounded(None, self.inner.pool.mget(names)).await?;
+            let mut found = Vec::with_capacity(group.len());
+            for ((index, full), stored) in group.into_iter().zip(values) {
+                let entry = match stored {
+                    Some(stored) => self.unframe(keys[index], &full, stored).await?,
+                    None => None,
+                };
+                found.push((index, entry));
+            }
             Ok::<_, Error>(found)
         });
         let mut out = vec![None; keys.len()];
@@ -379,7 +372,7 @@ impl Tier for RedisTier {
                         pipeline
                             .set::<(), _, _>(
                                 key,
-                                entry.value.clone(),
+                                frame::encode(entry),
                                 Some(Expiration::PX(millis)),
                                 None,
                                 false,
@@ -403,27 +396,16 @@ impl Tier for RedisTier {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
 
     #[test]
-    fn replies_without_a_string_or_an_expiry_are_misses() {
+    fn foreign_values_need_a_positive_pttl() {
         let now = Instant::now();
-        let value = || Value::Bytes(Bytes::from_static(b"v"));
-        assert!(entry_from(value(), Some(&Value::Integer(1_500)), now).is_some());
-        assert!(
-            entry_from(value(), Some(&Value::Integer(-1)), now).is_none(),
-            "no expiry"
-        );
-        assert!(
-            entry_from(value(), Some(&Value::Integer(-2)), now).is_none(),
-            "gone"
-        );
-        assert!(entry_from(value(), None, now).is_none());
-        assert!(entry_from(Value::Null, Some(&Value::Integer(10)), now).is_none());
-        assert!(entry_from(Value::Array(vec![]), Some(&Value::Integer(10)), now).is_none());
-        let entry = entry_from(value(), Some(&Value::Integer(1_500)), now).unwrap();
+        let value = || Bytes::from_static(b"v");
+        let entry = foreign_entry(value(), 1_500, now).unwrap();
         assert_eq!(entry.expires_at, now + Duration::from_millis(1_500));
+        assert!(foreign_entry(value(), -1, now).is_none(), "no expiry");
+        assert!(foreign_entry(value(), -2, now).is_none(), "gone");
+        assert!(foreign_entry(value(), 0, now).is_none());
     }
 }

@@ -99,7 +99,8 @@ impl<C: Codec> Cache<C> {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        Ok(self.get_arc::<T>(key).await?.map(|value| T::clone(&value)))
+        // Unique when the value did not go into L1 (no L1, or promotion off): then no clone.
+        Ok(self.get_arc::<T>(key).await?.map(Arc::unwrap_or_clone))
     }
 
     /// The value under `key` as the shared `Arc<T>` L1 holds: no clone of `T` on an L1 hit.
@@ -199,7 +200,7 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let value = self.get_or_compute_arc(key, options, loader).await?;
-        Ok(T::clone(&value))
+        Ok(Arc::unwrap_or_clone(value))
     }
 
     /// Like [`get_or_compute`](Self::get_or_compute), handing back the shared `Arc<T>`.
@@ -269,7 +270,7 @@ impl<C: Codec> Cache<C> {
         let loaded = inner
             .compute(key, options.into(), Negatives::Answer, loader)
             .await?;
-        Ok(loaded.map(|value| T::clone(&value)))
+        Ok(loaded.map(Arc::unwrap_or_clone))
     }
 
     /// Removes `key` from every tier. A load of the key in flight meanwhile does not put its

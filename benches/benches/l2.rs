@@ -1,0 +1,178 @@
+//! L2 (Redis) hits against raw fred on the same connection pool, in the same criterion groups.
+//!
+//! - `l2_hit`: a facade `get` that misses L1 (L1 promotion is off, so every read goes to Redis)
+//!   and hits Redis, vs one raw fred `GET` plus `serde_json` decode. Target: at most 1.1x.
+//! - `l2_throughput`: 64 concurrent tasks doing the same, vs 64 tasks of raw `GET` + decode, on a
+//!   two-worker runtime. Reported per read; target: tiercache throughput at least 0.9x raw.
+//!
+//! The bench starts its own `redis-server` on a free loopback port.
+#![expect(
+    clippy::expect_used,
+    reason = "a bench that cannot set up has nothing to measure"
+)]
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use tiercache::{Cache, CacheStrategy, MemoryTier, RedisOptions, RedisTier, TierOptions};
+use tiercache_benches::{Profile, profile, shuffled_keys};
+use tiercache_redis::fred::{clients::Pool, interfaces::KeysInterface};
+use tiercache_testkit::RedisServer;
+use tokio::runtime::Runtime;
+
+const KEYS: usize = 1_000;
+const TASKS: usize = 64;
+
+struct Fixture {
+    keys: Arc<Vec<String>>,
+    pool: Pool,
+    cache: Cache,
+}
+
+fn fixture(rt: &Runtime, url: &str) -> Fixture {
+    rt.block_on(async {
+        let redis = RedisTier::connect_with(RedisOptions::from_url(url).expect("url"))
+            .await
+            .expect("connect to the bench's Redis");
+        let l1 = MemoryTier::new(KEYS as u64);
+        let cache = Cache::builder()
+            .memory_with(l1.clone(), TierOptions::new().promote(false))
+            .tier(redis.clone())
+            .build()
+            .await
+            .expect("build the cache");
+        let keys = shuffled_keys(KEYS);
+        for (i, key) in keys.iter().enumerate() {
+            cache
+                .set(key, &profile(i as u64), CacheStrategy::LongTerm)
+                .await
+                .expect("fill Redis");
+        }
+        // The writes also filled L1: empty it so every read below misses it.
+        l1.clear();
+        // The raw baseline reads JSON written by plain fred under its own keys.
+        let pool = redis.pool().clone();
+        for (i, key) in keys.iter().enumerate() {
+            let json = serde_json::to_vec(&profile(i as u64)).expect("encode");
+            let _: () = pool
+                .set(format!("raw:{key}"), Bytes::from(json), None, None, false)
+                .await
+                .expect("fill raw keys");
+        }
+        Fixture {
+            keys: Arc::new(keys),
+            pool,
+            cache,
+        }
+    })
+}
+
+async fn raw_get(pool: &Pool, key: &str) -> Option<Profile> {
+    let bytes: Option<Bytes> = pool.get(format!("raw:{key}")).await.ok()?;
+    serde_json::from_slice(&bytes?).ok()
+}
+
+/// `iters` reads spread over `TASKS` tasks; returns the wall time of the whole batch.
+fn concurrent<F, Fut>(rt: &Runtime, iters: u64, read: F) -> Duration
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let per_task = iters.div_ceil(TASKS as u64);
+    rt.block_on(async move {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let read = read.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        let index = (task as u64 * 7919 + i) % KEYS as u64;
+                        let index = usize::try_from(index).unwrap_or(0);
+                        black_box(read(index).await);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("bench task");
+        }
+        // Scale back to `iters` reads when rounding gave each task one more.
+        started
+            .elapsed()
+            .mul_f64(iters as f64 / (per_task * TASKS as u64) as f64)
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let server = RedisServer::start().expect("start redis-server (is it installed?)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the runtime");
+    let f = fixture(&rt, &server.url());
+
+    let mut group = c.benchmark_group("l2_hit");
+    group.bench_function("raw_fred_get_decode", |b| {
+        let mut i = 0;
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % KEYS;
+            let key = &f.keys[i];
+            let pool = &f.pool;
+            async move { black_box(raw_get(pool, key).await) }
+        });
+    });
+    group.bench_function("tiercache", |b| {
+        let mut i = 0;
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % KEYS;
+            let key = &f.keys[i];
+            let cache = &f.cache;
+            async move { black_box(cache.get::<Profile>(key).await.ok().flatten()) }
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("l2_throughput");
+    group.bench_function("raw_fred_get_decode", |b| {
+        b.iter_custom(|iters| {
+            let (pool, keys) = (f.pool.clone(), Arc::clone(&f.keys));
+            concurrent(&rt, iters, move |i| {
+                let (pool, keys) = (pool.clone(), Arc::clone(&keys));
+                async move { raw_get(&pool, &keys[i]).await.is_some() }
+            })
+        });
+    });
+    group.bench_function("tiercache", |b| {
+        b.iter_custom(|iters| {
+            let (cache, keys) = (f.cache.clone(), Arc::clone(&f.keys));
+            concurrent(&rt, iters, move |i| {
+                let (cache, keys) = (cache.clone(), Arc::clone(&keys));
+                async move {
+                    cache
+                        .get::<Profile>(&keys[i])
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some()
+                }
+            })
+        });
+    });
+    group.finish();
+    drop(server);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
