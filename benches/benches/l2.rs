@@ -34,7 +34,9 @@ struct Fixture {
     cache: Cache,
 }
 
-fn fixture(rt: &Runtime, url: &str) -> Fixture {
+/// Connects on `rt` (fred runs its connection tasks there) and, when `fill` is set, writes the
+/// values both cases read.
+fn fixture(rt: &Runtime, url: &str, fill: bool) -> Fixture {
     rt.block_on(async {
         let redis = RedisTier::connect_with(RedisOptions::from_url(url).expect("url"))
             .await
@@ -47,22 +49,22 @@ fn fixture(rt: &Runtime, url: &str) -> Fixture {
             .await
             .expect("build the cache");
         let keys = shuffled_keys(KEYS);
-        for (i, key) in keys.iter().enumerate() {
-            cache
-                .set(key, &profile(i as u64), CacheStrategy::LongTerm)
-                .await
-                .expect("fill Redis");
-        }
-        // The writes also filled L1: empty it so every read below misses it.
-        l1.clear();
-        // The raw baseline reads JSON written by plain fred under its own keys.
         let pool = redis.pool().clone();
-        for (i, key) in keys.iter().enumerate() {
-            let json = serde_json::to_vec(&profile(i as u64)).expect("encode");
-            let _: () = pool
-                .set(format!("raw:{key}"), Bytes::from(json), None, None, false)
-                .await
-                .expect("fill raw keys");
+        if fill {
+            for (i, key) in keys.iter().enumerate() {
+                cache
+                    .set(key, &profile(i as u64), CacheStrategy::LongTerm)
+                    .await
+                    .expect("fill Redis");
+                // The raw baseline reads JSON written by plain fred under its own keys.
+                let json = serde_json::to_vec(&profile(i as u64)).expect("encode");
+                let _: () = pool
+                    .set(format!("raw:{key}"), Bytes::from(json), None, None, false)
+                    .await
+                    .expect("fill raw keys");
+            }
+            // The writes also filled L1: empty it so every read below misses it.
+            l1.clear();
         }
         Fixture {
             keys: Arc::new(keys),
@@ -110,17 +112,19 @@ where
 
 fn bench(c: &mut Criterion) {
     let server = RedisServer::start().expect("start redis-server (is it installed?)");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One round trip at a time: a single-threaded runtime, so the measure is the round trip and
+    // the client's work, not thread wake-ups.
+    let single = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("build the runtime");
-    let f = fixture(&rt, &server.url());
+    let f = fixture(&single, &server.url(), true);
+    let rt = &single;
 
     let mut group = c.benchmark_group("l2_hit");
     group.bench_function("raw_fred_get_decode", |b| {
         let mut i = 0;
-        b.to_async(&rt).iter(|| {
+        b.to_async(rt).iter(|| {
             i = (i + 1) % KEYS;
             let key = &f.keys[i];
             let pool = &f.pool;
@@ -129,7 +133,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("tiercache", |b| {
         let mut i = 0;
-        b.to_async(&rt).iter(|| {
+        b.to_async(rt).iter(|| {
             i = (i + 1) % KEYS;
             let key = &f.keys[i];
             let cache = &f.cache;
@@ -137,6 +141,14 @@ fn bench(c: &mut Criterion) {
         });
     });
     group.finish();
+
+    // 64 tasks on two workers: the throughput of the whole client under load.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the runtime");
+    let f = fixture(&rt, &server.url(), false);
 
     let mut group = c.benchmark_group("l2_throughput");
     group.bench_function("raw_fred_get_decode", |b| {
@@ -170,9 +182,10 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
+    // Loopback round trips on a shared two-core machine are noisy: measure for longer.
     config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6));
     targets = bench
 }
 criterion_main!(benches);

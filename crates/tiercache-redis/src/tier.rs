@@ -171,11 +171,13 @@ impl RedisTier {
     /// The entry in a stored value. A value tiercache did not frame (another program wrote it)
     /// costs one more round trip for its PTTL and is returned as it is, so the cache can count it
     /// as undecodable and overwrite it.
-    async fn unframe(&self, key: &str, full: &str, stored: Bytes) -> Result<Option<Entry>> {
+    async fn unframe(&self, key: &str, full: Key, stored: Bytes) -> Result<Option<Entry>> {
         if let Some(entry) = frame::decode(&stored) {
             return Ok((!entry.is_expired()).then_some(entry));
         }
-        let pttl: i64 = self.bounded(Some(key), self.inner.pool.pttl(full)).await?;
+        // NOTE: boxed so that this rare path's fred future (kilobytes) does not sit inside every
+        // read's future, which async-trait copies into a box on each call.
+        let pttl: i64 = Box::pin(self.bounded(Some(key), self.inner.pool.pttl(full))).await?;
         Ok(foreign_entry(stored, pttl, Instant::now()))
     }
 
@@ -228,18 +230,16 @@ impl Tier for RedisTier {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        let full = self.full_key(key);
-        let stored = self
-            .bounded(Some(key), async {
-                match self.inner.pool.get::<Option<Bytes>, _>(full.as_str()).await {
-                    Err(err) if is_wrong_type(&err) => Ok(None),
-                    other => other,
-                }
-            })
-            .await?;
+        // A `String` becomes a fred `Key` without a copy, and the key is cloned cheaply after.
+        let full = Key::from(self.full_key(key));
+        let stored = match self.inner.pool.get::<Option<Bytes>, _>(full.clone()).await {
+            Ok(stored) => stored,
+            Err(err) if is_wrong_type(&err) => None,
+            Err(err) => return Err(from_fred(&self.inner.name, Some(key), err)),
+        };
         match stored {
             None => Ok(None),
-            Some(stored) => self.unframe(key, &full, stored).await,
+            Some(stored) => self.unframe(key, full, stored).await,
         }
     }
 
@@ -328,7 +328,7 @@ impl Tier for RedisTier {
             let mut found = Vec::with_capacity(group.len());
             for ((index, full), stored) in group.into_iter().zip(values) {
                 let entry = match stored {
-                    Some(stored) => self.unframe(keys[index], &full, stored).await?,
+                    Some(stored) => self.unframe(keys[index], Key::from(full), stored).await?,
                     None => None,
                 };
                 found.push((index, entry));
