@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod report;
+
 /// The cached value of every bench: about 1 KiB once its strings are counted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
