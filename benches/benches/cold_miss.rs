@@ -4,7 +4,10 @@
 //! Target: at most 1.2x the loader alone.
 //!
 //! The bench starts its own `redis-server` on a free loopback port.
-#![expect(clippy::expect_used, reason = "a bench that cannot set up has nothing to measure")]
+#![expect(
+    clippy::expect_used,
+    reason = "a bench that cannot set up has nothing to measure"
+)]
 
 use std::{
     hint::black_box,
@@ -42,7 +45,8 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("cold_miss");
     group.bench_function("raw_loader_alone", |b| {
-        b.to_async(&rt).iter(|| async { black_box(loader(7).await) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(loader(7).await) });
     });
     group.bench_function("tiercache", |b| {
         b.to_async(&rt).iter(|| {

@@ -1,9 +1,15 @@
 //! Memory: bytes allocated per L1 entry for 100k entries of a ~1 KiB struct, tiercache's typed
 //! `MemoryTier` (per-entry expiry, `Arc<dyn Any>` values) against raw moka holding `Arc<T>`.
 //! Counted by a global allocator that tracks live bytes. Target: at most 1.2x.
-#![expect(clippy::expect_used, reason = "a bench that cannot set up has nothing to measure")]
+#![expect(
+    clippy::expect_used,
+    reason = "a bench that cannot set up has nothing to measure"
+)]
 #![expect(clippy::print_stdout, reason = "a bench reports on the terminal")]
-#![expect(unsafe_code, reason = "counting allocations needs a GlobalAlloc, which is an unsafe trait")]
+#![expect(
+    unsafe_code,
+    reason = "counting allocations needs a GlobalAlloc, which is an unsafe trait"
+)]
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -82,7 +88,8 @@ fn main() {
 
     let raw = rt.block_on(async {
         let before = live();
-        let raw: moka::future::Cache<String, Arc<Profile>> = moka::future::Cache::new(ENTRIES as u64 * 2);
+        let raw: moka::future::Cache<String, Arc<Profile>> =
+            moka::future::Cache::new(ENTRIES as u64 * 2);
         for (i, key) in keys.iter().enumerate() {
             raw.insert(key.clone(), Arc::new(profile(i as u64))).await;
         }
@@ -95,7 +102,11 @@ fn main() {
     let ours = rt.block_on(async {
         let before = live();
         let l1 = MemoryTier::new(ENTRIES as u64 * 2);
-        let cache = Cache::builder().memory(l1.clone()).build().await.expect("build the cache");
+        let cache = Cache::builder()
+            .memory(l1.clone())
+            .build()
+            .await
+            .expect("build the cache");
         for (i, key) in keys.iter().enumerate() {
             cache
                 .set(key, &profile(i as u64), CacheStrategy::LongTerm)

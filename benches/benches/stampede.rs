@@ -2,7 +2,10 @@
 //! Measures loader calls per round (must be exactly 1) and the waiters' p99 latency over the
 //! loader's own time (the rest is coalescing, scheduling 1000 tasks on two workers, and the fills).
 //! Writes its results for `cargo xtask bench`; `--quick` runs fewer rounds.
-#![expect(clippy::expect_used, reason = "a bench that cannot set up has nothing to measure")]
+#![expect(
+    clippy::expect_used,
+    reason = "a bench that cannot set up has nothing to measure"
+)]
 #![expect(clippy::print_stdout, reason = "a bench reports on the terminal")]
 
 use std::{
@@ -24,7 +27,10 @@ const LOADER_TIME: Duration = Duration::from_millis(20);
 /// The `p_percent`-th percentile of sorted durations, by nearest rank.
 fn percentile(sorted: &[Duration], p_percent: usize) -> Duration {
     let last = sorted.len().saturating_sub(1);
-    sorted.get(last * p_percent / 100).copied().unwrap_or_default()
+    sorted
+        .get(last * p_percent / 100)
+        .copied()
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -55,7 +61,8 @@ fn main() {
             let key = format!("cold:{round}");
             let tasks: Vec<_> = (0..CALLERS)
                 .map(|_| {
-                    let (cache, calls, barrier, key) = (cache.clone(), calls.clone(), barrier.clone(), key.clone());
+                    let (cache, calls, barrier, key) =
+                        (cache.clone(), calls.clone(), barrier.clone(), key.clone());
                     let (latencies, loader_times) = (latencies.clone(), loader_times.clone());
                     tokio::spawn(async move {
                         barrier.wait().await;
@@ -98,7 +105,8 @@ fn main() {
         "stampede: {rounds} rounds x {CALLERS} callers; most loader calls in a round: {max_calls}; \
          waiters p50 {p50:?}, p99 {p99:?}; loader alone {loader:?}"
     );
-    report::write("stampede_loader_calls", max_calls as f64, 1.0, "required").expect("write results");
+    report::write("stampede_loader_calls", max_calls as f64, 1.0, "required")
+        .expect("write results");
     report::write(
         "stampede_p99",
         p99.as_secs_f64() * 1e9,

@@ -7,7 +7,11 @@ use std::{io, path::PathBuf};
 pub fn results_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
     target.join("tiercache-bench")
 }
 
@@ -22,7 +26,10 @@ pub fn selected(name: &str) -> bool {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.trim_matches(['^', '/', '(', ')'])))
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| name.contains(f.trim_matches(['^', '/', '(', ')'])))
 }
 
 /// Writes `{"tiercache": .., "baseline": .., "baseline_name": ..}` for `scenario`.

@@ -1,26 +1,28 @@
-//! `cargo xtask bench`: runs the criterion benches and prints each scenario next to its raw
-//! baseline, measured in the same run.
+//! `cargo xtask bench`: runs every bench, then prints one table of tiercache against the raw
+//! dependency it is built on, measured in the same run, and writes it to
+//! `target/tiercache-bench/report.md` with a bar chart of the ratios in `ratios.svg`.
 
-use std::{fmt::Write as _, path::Path};
+use std::{fmt::Write as _, path::PathBuf};
 
-use crate::run;
+use crate::{run, svg};
 
 /// What a scenario's ratio must be.
 #[derive(Clone, Copy)]
-enum Target {
-    /// tiercache's time over the baseline's time, at most this (latency).
+pub(crate) enum Target {
+    /// tiercache over the baseline, at most this (time, bytes).
     AtMost(f64),
-    /// The baseline's time over tiercache's time, at least this (throughput: both cases time
-    /// the same number of operations).
+    /// The baseline's time over tiercache's time, at least this (throughput: both cases time the
+    /// same number of operations).
     ThroughputAtLeast(f64),
+    /// tiercache's figure must equal the baseline's exactly (a count).
+    Exactly,
 }
 
 impl Target {
-    /// The ratio shown for this target, from the two median times.
-    fn ratio(self, ours_ns: f64, raw_ns: f64) -> f64 {
+    fn ratio(self, ours: f64, raw: f64) -> f64 {
         match self {
-            Self::AtMost(_) => ours_ns / raw_ns,
-            Self::ThroughputAtLeast(_) => raw_ns / ours_ns,
+            Self::AtMost(_) | Self::Exactly => ours / raw,
+            Self::ThroughputAtLeast(_) => raw / ours,
         }
     }
 
@@ -28,22 +30,62 @@ impl Target {
         match self {
             Self::AtMost(limit) => ratio <= limit,
             Self::ThroughputAtLeast(limit) => ratio >= limit,
+            Self::Exactly => (ratio - 1.0).abs() < 1e-9,
+        }
+    }
+
+    pub(crate) fn limit(self) -> f64 {
+        match self {
+            Self::AtMost(limit) | Self::ThroughputAtLeast(limit) => limit,
+            Self::Exactly => 1.0,
         }
     }
 
     fn describe(self) -> String {
         match self {
-            Self::AtMost(limit) => format!("time <= {limit:.2}x"),
+            Self::AtMost(limit) => format!("<= {limit:.2}x"),
             Self::ThroughputAtLeast(limit) => format!("throughput >= {limit:.2}x"),
+            Self::Exactly => "= 1 exactly".to_owned(),
         }
     }
 }
 
-/// One row of the table: a criterion group holding a `tiercache` case and one raw baseline.
+/// How a figure is shown.
+#[derive(Clone, Copy)]
+enum Unit {
+    Nanos,
+    Count,
+    Bytes,
+}
+
+impl Unit {
+    fn show(self, value: f64) -> String {
+        match self {
+            Self::Count => format!("{value:.0}"),
+            Self::Bytes => format!("{value:.0} B"),
+            Self::Nanos if value >= 1_000_000.0 => format!("{:.2} ms", value / 1_000_000.0),
+            Self::Nanos if value >= 1_000.0 => format!("{:.2} µs", value / 1_000.0),
+            Self::Nanos => format!("{value:.1} ns"),
+        }
+    }
+}
+
+/// Where a scenario's two figures come from.
+enum Source {
+    /// A criterion group with a `tiercache` case and one case named `raw…`; medians.
+    Criterion { group: &'static str },
+    /// A JSON file a custom bench writes into `target/tiercache-bench`.
+    Json { file: &'static str },
+    /// The part it measures is not on main yet.
+    Pending { why: &'static str },
+}
+
 struct Scenario {
     name: &'static str,
+    /// The bench binary under `benches/benches/`; empty for a pending scenario.
     bench: &'static str,
-    group: &'static str,
+    source: Source,
+    unit: Unit,
     target: Target,
 }
 
@@ -51,38 +93,108 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "typed L1 hit (get, 1 KiB struct, 100k keys)",
         bench: "l1_hit",
-        group: "l1_hit",
+        source: Source::Criterion { group: "l1_hit" },
+        unit: Unit::Nanos,
         target: Target::AtMost(1.3),
     },
     Scenario {
         name: "get_or_compute on an L1 hit",
         bench: "l1_hit",
-        group: "get_or_compute_hit",
+        source: Source::Criterion {
+            group: "get_or_compute_hit",
+        },
+        unit: Unit::Nanos,
         target: Target::AtMost(1.3),
     },
     Scenario {
         name: "typed L1 hit, shared Arc (get_arc)",
         bench: "l1_hit",
-        group: "l1_hit_arc",
+        source: Source::Criterion {
+            group: "l1_hit_arc",
+        },
+        unit: Unit::Nanos,
         target: Target::AtMost(1.3),
     },
     Scenario {
         name: "L2 hit (L1 miss, Redis GET + decode)",
         bench: "l2",
-        group: "l2_hit",
+        source: Source::Criterion { group: "l2_hit" },
+        unit: Unit::Nanos,
         target: Target::AtMost(1.1),
     },
     Scenario {
-        name: "L2 hits, 64 concurrent tasks",
+        name: "L2 hits, 64 concurrent tasks (per read)",
         bench: "l2",
-        group: "l2_throughput",
+        source: Source::Criterion {
+            group: "l2_throughput",
+        },
+        unit: Unit::Nanos,
         target: Target::ThroughputAtLeast(0.9),
+    },
+    Scenario {
+        name: "cold miss + 1 ms loader (L1 + Redis) vs loader alone",
+        bench: "cold_miss",
+        source: Source::Criterion { group: "cold_miss" },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.2),
+    },
+    Scenario {
+        name: "stampede: loader calls per 1000 concurrent callers",
+        bench: "stampede",
+        source: Source::Json {
+            file: "stampede_loader_calls",
+        },
+        unit: Unit::Count,
+        target: Target::Exactly,
+    },
+    Scenario {
+        name: "stampede: waiters' p99 vs the loader's own time",
+        bench: "stampede",
+        source: Source::Json {
+            file: "stampede_p99",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.5),
+    },
+    Scenario {
+        name: "invalidation seen by another instance vs raw Pub/Sub",
+        bench: "",
+        source: Source::Pending {
+            why: "the invalidation bus is not on main yet",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.2),
+    },
+    Scenario {
+        name: "stream publish and publish-to-consume vs raw XADD/XREAD",
+        bench: "",
+        source: Source::Pending {
+            why: "the streams adapter is not on main yet",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.2),
+    },
+    Scenario {
+        name: "L1 memory per entry (100k entries) vs raw moka",
+        bench: "memory",
+        source: Source::Json {
+            file: "memory_per_entry",
+        },
+        unit: Unit::Bytes,
+        target: Target::AtMost(1.2),
     },
 ];
 
+/// One measured (or not) row of the report.
+pub(crate) struct Row {
+    pub(crate) name: &'static str,
+    pub(crate) ratio: Option<f64>,
+    pub(crate) met: Option<bool>,
+    pub(crate) target: Target,
+    cells: [String; 6],
+}
+
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
-    // The L2 benches start their own redis-server.
-    crate::redis::ensure_installed()?;
     let quick = args.iter().any(|a| a == "--quick");
     let filter = args
         .iter()
@@ -96,27 +208,41 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| {
-            filter
-                .as_deref()
-                .is_none_or(|f| s.group.contains(f) || s.bench.contains(f))
+            filter.as_deref().is_none_or(|f| {
+                s.bench.contains(f) || s.name.contains(f) || group_of(s).contains(f)
+            })
         })
         .collect();
     if chosen.is_empty() {
-        let groups: Vec<&str> = SCENARIOS.iter().map(|s| s.group).collect();
+        let names: Vec<&str> = SCENARIOS
+            .iter()
+            .map(|s| s.bench)
+            .filter(|b| !b.is_empty())
+            .collect();
         return Err(format!(
-            "no scenario matches; scenarios: {}",
-            groups.join(", ")
+            "no scenario matches; benches: {}",
+            names.join(", ")
         ));
     }
+    // The L2, cold-miss and stampede benches start their own redis-server.
+    crate::redis::ensure_installed()?;
 
-    let mut benches: Vec<&str> = chosen.iter().map(|s| s.bench).collect();
+    let mut benches: Vec<&str> = chosen
+        .iter()
+        .map(|s| s.bench)
+        .filter(|b| !b.is_empty())
+        .collect();
     benches.dedup();
-    for bench in benches {
+    for (index, bench) in benches.iter().enumerate() {
         let groups: Vec<&str> = chosen
             .iter()
-            .filter(|s| s.bench == bench)
-            .map(|s| s.group)
+            .filter(|s| s.bench == *bench)
+            .filter_map(|s| match s.source {
+                Source::Criterion { group } => Some(group),
+                _ => None,
+            })
             .collect();
+        forget_old_results(&chosen, bench);
         let filter_regex = format!("^({})/", groups.join("|"));
         let mut cargo_args = vec![
             "bench",
@@ -126,91 +252,162 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
             bench,
             "--",
         ];
-        cargo_args.push(&filter_regex);
+        if !groups.is_empty() {
+            cargo_args.push(&filter_regex);
+        }
         if quick {
             cargo_args.push("--quick");
         }
-        println!("== bench {bench}{}", if quick { " (quick)" } else { "" });
+        println!(
+            "== bench {}/{}: {bench}{}",
+            index + 1,
+            benches.len(),
+            if quick { " (quick)" } else { "" }
+        );
         run::cargo(&cargo_args, &[])?;
     }
 
-    let table = report(&chosen);
+    let rows: Vec<Row> = chosen.iter().map(|s| measure(s)).collect();
+    let table = markdown(&rows);
     println!("\n{table}");
-    let dir = run::root().join("target").join("tiercache-bench");
+    let dir = results_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-    let path = dir.join("report.md");
-    std::fs::write(&path, &table)
-        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
-    println!("written to {}", path.display());
+    for (file, text) in [("report.md", table), ("ratios.svg", svg::chart(&rows))] {
+        let path = dir.join(file);
+        std::fs::write(&path, text)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        println!("written to {}", path.display());
+    }
     Ok(())
 }
 
-fn report(scenarios: &[&Scenario]) -> String {
-    let criterion = run::root().join("target").join("criterion");
-    let mut table = String::from(
-        "| scenario | tiercache (median) | raw baseline (median) | ratio | target | result |\n|---|---|---|---|---|---|\n",
-    );
-    for scenario in scenarios {
-        let group = criterion.join(scenario.group);
-        let ours = median_ns(&group.join("tiercache"));
-        let raw = baseline_dir(&group).and_then(|dir| median_ns(&dir).map(|ns| (dir, ns)));
-        let row = match (ours, raw) {
-            (Some(ours), Some((dir, raw))) if raw > 0.0 => {
-                let ratio = scenario.target.ratio(ours, raw);
-                let name = dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let verdict = if scenario.target.met(ratio) {
-                    "met"
-                } else {
-                    "missed"
-                };
-                format!(
-                    "| {} | {} | {} ({name}) | {ratio:.2}x | {} | {verdict} |",
-                    scenario.name,
-                    human(ours),
-                    human(raw),
-                    scenario.target.describe()
-                )
-            }
-            _ => format!(
-                "| {} | n/a | n/a | n/a | {} | n/a |",
-                scenario.name,
-                scenario.target.describe()
-            ),
+fn group_of(scenario: &Scenario) -> &'static str {
+    match scenario.source {
+        Source::Criterion { group } => group,
+        Source::Json { file } => file,
+        Source::Pending { .. } => "",
+    }
+}
+
+fn results_dir() -> PathBuf {
+    run::root().join("target").join("tiercache-bench")
+}
+
+/// Removes what an earlier run left for these scenarios, so a bench that fails to produce a
+/// figure shows "n/a" instead of an old number.
+fn forget_old_results(scenarios: &[&Scenario], bench: &str) {
+    for scenario in scenarios.iter().filter(|s| s.bench == bench) {
+        let stale = match scenario.source {
+            Source::Criterion { group } => run::root().join("target").join("criterion").join(group),
+            Source::Json { file } => results_dir().join(format!("{file}.json")),
+            Source::Pending { .. } => continue,
         };
-        let _ = writeln!(table, "{row}");
+        // Nothing to remove on a first run.
+        let _ = if stale.is_dir() {
+            std::fs::remove_dir_all(&stale)
+        } else {
+            std::fs::remove_file(&stale)
+        };
+    }
+}
+
+/// The two figures of a scenario: (tiercache, baseline, baseline's name).
+fn figures(scenario: &Scenario) -> Result<(f64, f64, String), &'static str> {
+    match scenario.source {
+        Source::Pending { why } => Err(why),
+        Source::Criterion { group } => {
+            let dir = run::root().join("target").join("criterion").join(group);
+            let ours =
+                median_ns(&dir.join("tiercache")).ok_or("no result: the bench did not run")?;
+            let baseline = std::fs::read_dir(&dir)
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .find(|path| {
+                    path.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("raw"))
+                })
+                .ok_or("no baseline case")?;
+            let raw = median_ns(&baseline).ok_or("no baseline result")?;
+            let name = baseline
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok((ours, raw, name))
+        }
+        Source::Json { file } => {
+            let text = std::fs::read_to_string(results_dir().join(format!("{file}.json")))
+                .map_err(|_| "no result: the bench did not run")?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|_| "unreadable result")?;
+            let number = |key: &str| json.get(key).and_then(serde_json::Value::as_f64);
+            let name = json
+                .get("baseline_name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("baseline");
+            match (number("tiercache"), number("baseline")) {
+                (Some(ours), Some(raw)) => Ok((ours, raw, name.to_owned())),
+                _ => Err("unreadable result"),
+            }
+        }
+    }
+}
+
+fn measure(scenario: &Scenario) -> Row {
+    let target = scenario.target;
+    let (ratio, met, cells) = match figures(scenario) {
+        Ok((ours, raw, name)) if raw > 0.0 && ours > 0.0 => {
+            let ratio = target.ratio(ours, raw);
+            let met = target.met(ratio);
+            let cells = [
+                scenario.name.to_owned(),
+                scenario.unit.show(ours),
+                format!("{} ({name})", scenario.unit.show(raw)),
+                format!("{ratio:.2}x"),
+                target.describe(),
+                if met { "met" } else { "missed" }.to_owned(),
+            ];
+            (Some(ratio), Some(met), cells)
+        }
+        Ok(_) => (None, None, na(scenario, "zero figure")),
+        Err(why) => (None, None, na(scenario, why)),
+    };
+    Row {
+        name: scenario.name,
+        ratio,
+        met,
+        target,
+        cells,
+    }
+}
+
+fn na(scenario: &Scenario, why: &str) -> [String; 6] {
+    [
+        scenario.name.to_owned(),
+        "n/a".into(),
+        "n/a".into(),
+        "n/a".into(),
+        scenario.target.describe(),
+        format!("n/a ({why})"),
+    ]
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut table = String::from(
+        "| scenario | tiercache | raw baseline | ratio | target | result |\n|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let _ = writeln!(table, "| {} |", row.cells.join(" | "));
     }
     table
 }
 
-/// The group's baseline: its one case whose name starts with `raw`.
-fn baseline_dir(group: &Path) -> Option<std::path::PathBuf> {
-    std::fs::read_dir(group)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            path.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("raw"))
-        })
-}
-
 /// The median time per iteration, in nanoseconds, of criterion's latest run of a case.
-fn median_ns(case: &Path) -> Option<f64> {
+fn median_ns(case: &std::path::Path) -> Option<f64> {
     let text = std::fs::read_to_string(case.join("new").join("estimates.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json.get("median")?.get("point_estimate")?.as_f64()
-}
-
-fn human(ns: f64) -> String {
-    if ns >= 1_000_000.0 {
-        format!("{:.2} ms", ns / 1_000_000.0)
-    } else if ns >= 1_000.0 {
-        format!("{:.2} µs", ns / 1_000.0)
-    } else {
-        format!("{ns:.1} ns")
-    }
 }

@@ -4,8 +4,9 @@
 //! - `lint`: fmt check, clippy with `-D warnings`, the facade's feature matrix, `cargo doc` with
 //!   `-D warnings`, and `cargo deny` when it is installed.
 //! - `ci`: `lint`, then `test`.
-//! - `bench [--quick] [--filter NAME]`: the criterion benches, then one table of ratios against
-//!   the raw dependencies, also written to `target/tiercache-bench/report.md`.
+//! - `bench [--quick] [--filter NAME]`: every bench, then one table of ratios against the raw
+//!   dependencies, also written to `target/tiercache-bench/report.md`, with a bar chart of the
+//!   ratios in `target/tiercache-bench/ratios.svg`.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -15,6 +16,7 @@
 mod bench;
 mod redis;
 mod run;
+mod svg;
 
 use std::process::ExitCode;
 
