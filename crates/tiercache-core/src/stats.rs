@@ -1,10 +1,24 @@
 //! Counters the cache keeps, and the plain snapshots a user reads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Live counters of one tier. Cheap to bump from any thread.
+/// How many copies of each set of counters there are. Threads bump the copy of their own shard
+/// and readers add the copies up, so busy threads do not fight over one cache line.
+const SHARDS: usize = 8;
+
+/// The shard of the calling thread: threads are dealt shards in turn as they first count.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
+/// One shard of a tier's counters, on cache lines of its own.
 #[derive(Debug, Default)]
-pub struct TierCounters {
+#[repr(align(128))]
+struct TierShard {
     hits: AtomicU64,
     misses: AtomicU64,
     promotions: AtomicU64,
@@ -14,11 +28,17 @@ pub struct TierCounters {
     skipped: AtomicU64,
 }
 
+/// Live counters of one tier. Cheap to bump from any thread, even from many at once.
+#[derive(Debug, Default)]
+pub struct TierCounters {
+    shards: [TierShard; SHARDS],
+}
+
 macro_rules! bump {
     ($($(#[$doc:meta])* $name:ident => $field:ident;)*) => {
         impl TierCounters {
             $($(#[$doc])* pub fn $name(&self) {
-                self.$field.fetch_add(1, Ordering::Relaxed);
+                self.shards[shard()].$field.fetch_add(1, Ordering::Relaxed);
             })*
         }
     };
@@ -44,15 +64,21 @@ bump! {
 impl TierCounters {
     /// A snapshot named `name`.
     pub fn snapshot(&self, name: &str) -> TierStats {
+        let sum = |field: fn(&TierShard) -> &AtomicU64| -> u64 {
+            self.shards
+                .iter()
+                .map(|s| field(s).load(Ordering::Relaxed))
+                .sum()
+        };
         TierStats {
             name: name.to_owned(),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            promotions: self.promotions.load(Ordering::Relaxed),
-            writes: self.writes.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            decode_errors: self.decode_errors.load(Ordering::Relaxed),
-            skipped: self.skipped.load(Ordering::Relaxed),
+            hits: sum(|s| &s.hits),
+            misses: sum(|s| &s.misses),
+            promotions: sum(|s| &s.promotions),
+            writes: sum(|s| &s.writes),
+            errors: sum(|s| &s.errors),
+            decode_errors: sum(|s| &s.decode_errors),
+            skipped: sum(|s| &s.skipped),
             circuit: CircuitState::Closed,
             circuit_opens: 0,
         }

@@ -124,7 +124,11 @@ impl Permit<'_> {
     /// The call got an answer: the tier works.
     pub(crate) fn succeeded(mut self) {
         let breaker = self.breaker;
-        breaker.consecutive_failures.store(0, Ordering::Relaxed);
+        // NOTE: read before writing: on the hot path the count is already 0, and a store on every
+        // call would bounce the cache line between cores.
+        if breaker.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            breaker.consecutive_failures.store(0, Ordering::Relaxed);
+        }
         if breaker.open_until.load(Ordering::Acquire) != 0 {
             breaker.open_until.store(0, Ordering::Release);
             tracing::info!("tier answered again; circuit breaker closed");
