@@ -15,12 +15,15 @@
 
 use std::{hint::black_box, sync::Arc, time::Duration};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tiercache::{Cache, CacheStrategy, MemoryTier};
 use tiercache_benches::{Profile, profile, shuffled_keys};
 use tokio::runtime::Runtime;
 
 const KEYS: usize = 100_000;
+/// Each pair is measured this many times, alternating; the report takes the median of the
+/// per-round ratios, so drift on a shared machine cancels out.
+const ROUNDS: u32 = 3;
 
 struct Fixture {
     keys: Vec<String>,
@@ -70,62 +73,72 @@ fn bench(c: &mut Criterion) {
     let keys = &f.keys;
 
     let mut group = c.benchmark_group("l1_hit");
-    group.bench_function("raw_moka", |b| raw_get_and_clone(b, &rt, &f));
-    group.bench_function("tiercache", |b| {
-        let mut i = 0;
-        b.to_async(&rt).iter(|| {
-            i = (i + 1) % KEYS;
-            let key = &keys[i];
-            async { black_box(f.cache.get::<Profile>(key).await.ok().flatten()) }
+    for round in 1..=ROUNDS {
+        group.bench_with_input(BenchmarkId::new("raw_moka", round), &round, |b, _| {
+            raw_get_and_clone(b, &rt, &f);
         });
-    });
+        group.bench_with_input(BenchmarkId::new("tiercache", round), &round, |b, _| {
+            let mut i = 0;
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % KEYS;
+                let key = &keys[i];
+                async { black_box(f.cache.get::<Profile>(key).await.ok().flatten()) }
+            });
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("get_or_compute_hit");
-    group.bench_function("raw_moka", |b| raw_get_and_clone(b, &rt, &f));
-    group.bench_function("tiercache", |b| {
-        let mut i = 0;
-        b.to_async(&rt).iter(|| {
-            i = (i + 1) % KEYS;
-            let key = &keys[i];
-            async {
-                let found = f
-                    .cache
-                    .get_or_compute(key, CacheStrategy::LongTerm, || async {
-                        Ok::<_, std::io::Error>(profile(0))
-                    })
-                    .await;
-                black_box(found.ok())
-            }
+    for round in 1..=ROUNDS {
+        group.bench_with_input(BenchmarkId::new("raw_moka", round), &round, |b, _| {
+            raw_get_and_clone(b, &rt, &f);
         });
-    });
+        group.bench_with_input(BenchmarkId::new("tiercache", round), &round, |b, _| {
+            let mut i = 0;
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % KEYS;
+                let key = &keys[i];
+                async {
+                    let found = f
+                        .cache
+                        .get_or_compute(key, CacheStrategy::LongTerm, || async {
+                            Ok::<_, std::io::Error>(profile(0))
+                        })
+                        .await;
+                    black_box(found.ok())
+                }
+            });
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("l1_hit_arc");
-    group.bench_function("raw_moka", |b| {
-        let mut i = 0;
-        b.to_async(&rt).iter(|| {
-            i = (i + 1) % KEYS;
-            let key = &keys[i];
-            async { black_box(f.raw.get(key.as_str()).await) }
+    for round in 1..=ROUNDS {
+        group.bench_with_input(BenchmarkId::new("raw_moka", round), &round, |b, _| {
+            let mut i = 0;
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % KEYS;
+                let key = &keys[i];
+                async { black_box(f.raw.get(key.as_str()).await) }
+            });
         });
-    });
-    group.bench_function("tiercache", |b| {
-        let mut i = 0;
-        b.to_async(&rt).iter(|| {
-            i = (i + 1) % KEYS;
-            let key = &keys[i];
-            async { black_box(f.cache.get_arc::<Profile>(key).await.ok().flatten()) }
+        group.bench_with_input(BenchmarkId::new("tiercache", round), &round, |b, _| {
+            let mut i = 0;
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % KEYS;
+                let key = &keys[i];
+                async { black_box(f.cache.get_arc::<Profile>(key).await.ok().flatten()) }
+            });
         });
-    });
+    }
     group.finish();
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     targets = bench
 }
 criterion_main!(benches);
