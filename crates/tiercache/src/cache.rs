@@ -113,27 +113,10 @@ impl<C: Codec> Cache<C> {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let inner = &*self.inner;
-        if let Some(memory) = &inner.memory {
-            match memory.lookup::<T>(key).await {
-                Lookup::Hit(value) => return Ok(Some(value)),
-                Lookup::Negative => {
-                    inner.loads.negative_hit();
-                    return Ok(None);
-                }
-                Lookup::Miss => {}
-            }
-        }
-        // Invalid keys are never stored, so checking after the L1 miss keeps the hit path free of it.
-        validate_key(key)?;
-        let stamp = inner.clock.stamp(key);
         let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
-        match inner.read_below(key, stamp, decode).await {
+        match inner.read_through(key, decode).await? {
             Lookup::Hit(value) => Ok(Some(value)),
-            Lookup::Negative => {
-                inner.loads.negative_hit();
-                Ok(None)
-            }
-            Lookup::Miss => Ok(None),
+            Lookup::Negative | Lookup::Miss => Ok(None),
         }
     }
 
@@ -257,15 +240,10 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let inner = &*self.inner;
-        if let Some(memory) = &inner.memory {
-            match memory.lookup::<T>(key).await {
-                Lookup::Hit(value) => return Ok(Some(T::clone(&value))),
-                Lookup::Negative => {
-                    inner.loads.negative_hit();
-                    return Ok(None);
-                }
-                Lookup::Miss => {}
-            }
+        match inner.lookup_memory::<T>(key).await {
+            Lookup::Hit(value) => return Ok(Some(T::clone(&value))),
+            Lookup::Negative => return Ok(None),
+            Lookup::Miss => {}
         }
         let loaded = inner
             .compute(key, options.into(), Negatives::Answer, loader)
@@ -312,16 +290,8 @@ impl<C: Codec> Cache<C> {
     ///
     /// As [`get`](Self::get).
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
-        let inner = &*self.inner;
-        if let Some(memory) = &inner.memory
-            && let Lookup::Hit(value) = memory.lookup::<Bytes>(key).await
-        {
-            return Ok(Some(Bytes::clone(&value)));
-        }
-        validate_key(key)?;
-        let stamp = inner.clock.stamp(key);
         let raw = |bytes: &Bytes| Ok(Decoded::Value(bytes.clone()));
-        match inner.read_below(key, stamp, raw).await {
+        match self.inner.read_through(key, raw).await? {
             Lookup::Hit(value) => Ok(Some(Bytes::clone(&value))),
             Lookup::Negative | Lookup::Miss => Ok(None),
         }

@@ -2,11 +2,48 @@
 
 use std::{any::Any, sync::Arc, time::Instant};
 
-use tiercache_core::{Bytes, Codec, DecodeError, Decoded, Entry};
+use tiercache_core::{Bytes, Codec, DecodeError, Decoded, Entry, Result, validate_key};
 
 use crate::{cache::Inner, guard::Stamp, memory::Lookup};
 
 impl<C: Codec> Inner<C> {
+    /// The read path of `get`: L1, then, after an L1 miss, the tiers below. A cached "not
+    /// found" from either is counted as a negative hit.
+    ///
+    /// # Errors
+    ///
+    /// [`tiercache_core::Error::InvalidKey`] for a key that breaks the key rules.
+    pub(crate) async fn read_through<T, D>(&self, key: &str, decode: D) -> Result<Lookup<T>>
+    where
+        T: Any + Send + Sync,
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        let found = self.lookup_memory::<T>(key).await;
+        if !matches!(found, Lookup::Miss) {
+            return Ok(found);
+        }
+        // Invalid keys are never stored, so checking after the L1 miss keeps the hit path free of it.
+        validate_key(key)?;
+        let stamp = self.clock.stamp(key);
+        let found = self.read_below(key, stamp, decode).await;
+        if matches!(found, Lookup::Negative) {
+            self.loads.negative_hit();
+        }
+        Ok(found)
+    }
+
+    /// The L1 lookup: a miss when there is no L1; a cached "not found" is counted.
+    pub(crate) async fn lookup_memory<T: Any + Send + Sync>(&self, key: &str) -> Lookup<T> {
+        let Some(memory) = &self.memory else {
+            return Lookup::Miss;
+        };
+        let found = memory.lookup::<T>(key).await;
+        if matches!(found, Lookup::Negative) {
+            self.loads.negative_hit();
+        }
+        found
+    }
+
     /// Reads the tiers below L1 in order. The first live entry that decodes is promoted to the
     /// tiers above it (with its remaining TTL, scaled) and returned. A tier error or undecodable
     /// bytes count against that tier and read as a miss, so one broken tier never fails a read.

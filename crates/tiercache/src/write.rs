@@ -6,9 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, Codec, Entry, EntryOptions, Error, Result};
+use tiercache_core::{Bytes, Codec, Entry, EntryOptions, Result};
 
-use crate::{cache::Inner, guard::Stamp};
+use crate::{cache::Inner, guard::Stamp, layer::Layer};
 
 impl<C: Codec> Inner<C> {
     /// Puts `value` (or a negative entry for `None`) in L1 until `expires_at`. With a `guard`, the
@@ -133,6 +133,23 @@ impl<C: Codec> Inner<C> {
         Ok(())
     }
 
+    /// Runs `call` on every tier below L1 in order, going on after a failure, and returns the
+    /// first failure.
+    async fn on_every_tier(
+        &self,
+        operation: &'static str,
+        key: &str,
+        call: impl AsyncFn(&Layer) -> Result<()>,
+    ) -> Result<()> {
+        let mut first_error = None;
+        for layer in &self.tiers {
+            if let Err(err) = layer.call(operation, key, call(layer)).await {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Removes `key` from every tier. Every tier is tried; the first failure is returned.
     pub(crate) async fn remove_everywhere(&self, key: &str) -> Result<()> {
         self.clock.invalidate_key(key);
@@ -140,35 +157,26 @@ impl<C: Codec> Inner<C> {
             memory.remove(key).await;
         }
         let stored_key = self.namespace.apply(key);
-        let mut first_error = None;
-        for layer in &self.tiers {
-            if let Err(err) = layer
-                .call("remove", key, layer.tier.remove(&stored_key))
-                .await
-            {
-                first_error.get_or_insert(err);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.on_every_tier("remove", key, async |layer| {
+            layer.tier.remove(&stored_key).await
+        })
+        .await
     }
 
     /// Removes every key starting with `prefix` from every tier.
     pub(crate) async fn remove_prefix_everywhere(&self, prefix: &str) -> Result<()> {
         self.clock.invalidate_everything();
-        let mut first_error: Option<Error> = None;
-        if let Some(memory) = &self.memory
-            && let Err(err) = memory.remove_prefix(prefix)
-        {
-            first_error = Some(err);
-        }
+        let in_memory = match &self.memory {
+            Some(memory) => memory.remove_prefix(prefix),
+            None => Ok(()),
+        };
         let stored_prefix = self.namespace.apply(prefix);
-        for layer in &self.tiers {
-            let removal = layer.tier.remove_prefix(&stored_prefix);
-            if let Err(err) = layer.call("remove_prefix", prefix, removal).await {
-                first_error.get_or_insert(err);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let below = self
+            .on_every_tier("remove_prefix", prefix, async |layer| {
+                layer.tier.remove_prefix(&stored_prefix).await.map(drop)
+            })
+            .await;
+        in_memory.and(below)
     }
 
     /// Removes every entry of this cache: all of L1, and this namespace in the tiers below (the
@@ -178,22 +186,14 @@ impl<C: Codec> Inner<C> {
         if let Some(memory) = &self.memory {
             memory.clear();
         }
-        let mut first_error = None;
-        for layer in &self.tiers {
-            let namespace = self.namespace.prefix();
-            let cleared = layer
-                .call("clear", namespace, async {
-                    if namespace.is_empty() {
-                        layer.tier.clear().await
-                    } else {
-                        layer.tier.remove_prefix(namespace).await.map(drop)
-                    }
-                })
-                .await;
-            if let Err(err) = cleared {
-                first_error.get_or_insert(err);
+        let namespace = self.namespace.prefix();
+        self.on_every_tier("clear", namespace, async |layer| {
+            if namespace.is_empty() {
+                layer.tier.clear().await
+            } else {
+                layer.tier.remove_prefix(namespace).await.map(drop)
             }
-        }
-        first_error.map_or(Ok(()), Err)
+        })
+        .await
     }
 }
