@@ -3,7 +3,8 @@
 //! A third party writes a tier by depending on this crate alone and implementing [`Tier`]; the
 //! `tiercache` facade then stacks it with the others. This crate also holds the value [`Codec`]
 //! and its header ([`Envelope`]), the TTL presets ([`CacheStrategy`], [`EntryOptions`]), key rules
-//! ([`validate_key`], [`Namespace`]), the [`Error`] type and the stats types.
+//! ([`validate_key`], [`Namespace`]), the [`Error`] type, the stats types, and the invalidation
+//! bus's message ([`BusMessage`]) and transport trait ([`Bus`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -20,6 +21,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod bus;
+mod bus_stats;
 mod codec;
 mod entry;
 mod error;
@@ -31,6 +34,8 @@ mod tier;
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 
+pub use bus::{Bus, BusEvent, BusHealth, BusMessage, BusSink, GapReason, InstanceId, Invalidation};
+pub use bus_stats::{BusCounters, BusStats};
 pub use codec::{Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec};
 pub use entry::Entry;
 pub use error::{BoxError, Error, Result};

@@ -180,6 +180,8 @@ pub struct CacheStats {
     pub coalesced: u64,
     /// Reads answered by a cached "not found".
     pub negative_hits: u64,
+    /// The invalidation bus, when the cache has one.
+    pub bus: Option<crate::BusStats>,
 }
 
 impl CacheStats {
@@ -192,7 +194,15 @@ impl CacheStats {
             load_errors: loads.load_errors.load(Ordering::Relaxed),
             coalesced: loads.coalesced.load(Ordering::Relaxed),
             negative_hits: loads.negative_hits.load(Ordering::Relaxed),
+            bus: None,
         }
+    }
+
+    /// The same snapshot with the bus's stats.
+    #[must_use]
+    pub fn with_bus(mut self, bus: Option<crate::BusStats>) -> Self {
+        self.bus = bus;
+        self
     }
 
     /// The stats of the tier named `name`, the memory tier included.

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::{
+    Builder,
+    config::{Config, ReconnectPolicy},
+};
 use tiercache_core::{Error, Result};
 
 /// Connection and behaviour options for a [`RedisTier`](crate::RedisTier).
@@ -93,6 +96,37 @@ impl RedisOptions {
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
+    }
+
+    /// A fred [`Builder`] for these options' servers, timeouts and reconnect policy. The tier
+    /// builds its pool with it; the bus and streams crates build their connections with it, so
+    /// every Redis connection of a cache behaves alike.
+    pub fn fred_builder(&self) -> Builder {
+        let command_timeout = self.command_timeout;
+        let connect_timeout = self.connect_timeout;
+        let mut builder = Builder::from_config(self.config.clone());
+        builder
+            .with_performance_config(|perf| perf.default_command_timeout = command_timeout)
+            .with_connection_config(|conn| {
+                conn.connection_timeout = connect_timeout;
+                conn.internal_command_timeout = connect_timeout;
+                // A frozen server keeps its sockets open; this makes fred notice and reconnect.
+                conn.unresponsive.max_timeout =
+                    Some(command_timeout.max(Duration::from_millis(100)) * 2);
+                conn.unresponsive.interval = Duration::from_millis(100);
+            })
+            .set_policy(self.reconnect.clone());
+        builder
+    }
+
+    /// How long connecting may take at start-up.
+    pub fn connect_timeout_value(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The name given with [`name`](Self::name).
+    pub fn name_value(&self) -> &str {
+        &self.name
     }
 
     /// The tier's name in stats, logs and errors. Default: `"redis"`.

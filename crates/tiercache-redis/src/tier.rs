@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fred::{
     clients::Pool,
     interfaces::{ClientLike, KeysInterface},
-    types::{Builder, Expiration, Key, Value, scan::Scanner},
+    types::{Expiration, Key, Value, scan::Scanner},
 };
 use futures_util::{Stream, StreamExt, future::try_join_all};
 use tiercache_core::{Entry, Error, Result, Tier};
@@ -97,19 +97,8 @@ impl RedisTier {
     pub async fn connect_with(options: RedisOptions) -> Result<Self> {
         let clustered = options.config.server.is_clustered();
         let command_timeout = options.command_timeout;
-        let mut builder = Builder::from_config(options.config);
-        builder
-            .with_performance_config(|perf| perf.default_command_timeout = command_timeout)
-            .with_connection_config(|conn| {
-                conn.connection_timeout = options.connect_timeout;
-                conn.internal_command_timeout = options.connect_timeout;
-                // A frozen server keeps its sockets open; this makes fred notice and reconnect.
-                conn.unresponsive.max_timeout =
-                    Some(command_timeout.max(Duration::from_millis(100)) * 2);
-                conn.unresponsive.interval = Duration::from_millis(100);
-            })
-            .set_policy(options.reconnect);
-        let pool = builder
+        let pool = options
+            .fred_builder()
             .build_pool(options.pool_size)
             .map_err(|err| from_fred(&options.name, None, err))?;
         match tokio::time::timeout(options.connect_timeout, pool.init()).await {

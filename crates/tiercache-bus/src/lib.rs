@@ -1,0 +1,32 @@
+//! The invalidation bus of tiercache: the wire message, and (with the `redis` feature, on by
+//! default) a transport on Redis Pub/Sub.
+//!
+//! Every cache instance publishes what it changed ([`tiercache_core::Invalidation`]) and drops
+//! from its L1 what the others changed. The facade does the publishing and applying; this crate
+//! carries the messages.
+//!
+//! ```
+//! use tiercache_bus::wire;
+//! use tiercache_core::{BusMessage, InstanceId, Invalidation};
+//!
+//! let message = BusMessage {
+//!     origin: InstanceId::random(),
+//!     sequence: 1,
+//!     sender_lost_messages: false,
+//!     invalidation: Invalidation::Keys(vec!["user:1".into()]),
+//! };
+//! let bytes = wire::encode(&message)?;
+//! assert_eq!(wire::decode(&bytes)?, message);
+//! // Garbage is an error value, never a panic.
+//! assert!(wire::decode(&bytes.slice(..5)).is_err());
+//! # Ok::<(), wire::WireError>(())
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+#[cfg(feature = "redis")]
+mod redis;
+pub mod wire;
+
+#[cfg(feature = "redis")]
+pub use redis::{RedisBus, RedisBusOptions};

@@ -1,0 +1,359 @@
+//! [`RedisBus`]: the invalidation bus on Redis Pub/Sub, through fred.
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    types::{Message, Value},
+};
+use tiercache_core::{Bus, BusEvent, BusHealth, BusMessage, BusSink, Error, GapReason, Result};
+use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
+
+use tiercache_redis::RedisOptions;
+
+use crate::wire;
+
+/// How the bus reaches Redis: the same [`RedisOptions`] as the Redis tier (servers, timeouts,
+/// reconnect policy; its pool size and key prefix do not apply), plus the bus's own settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiercache_bus::RedisBusOptions;
+/// use tiercache_redis::RedisOptions;
+///
+/// let redis = RedisOptions::from_url("redis://127.0.0.1:6379")?
+///     .command_timeout(Duration::from_millis(250));
+/// let options = RedisBusOptions::new(redis).receive_buffer(8_192);
+/// # let _ = options;
+/// # Ok::<(), tiercache_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisBusOptions {
+    redis: RedisOptions,
+    receive_buffer: usize,
+    name: String,
+}
+
+impl RedisBusOptions {
+    /// Bus options on these connection options.
+    pub fn new(redis: RedisOptions) -> Self {
+        Self {
+            redis,
+            receive_buffer: 4_096,
+            name: "redis-pubsub".to_owned(),
+        }
+    }
+
+    /// Bus options for the server(s) named by `url`, with default connection options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when fred cannot parse the URL.
+    pub fn from_url(url: &str) -> Result<Self> {
+        RedisOptions::from_url(url).map(Self::new)
+    }
+
+    /// Messages received but not yet applied that the bus holds before it falls behind; falling
+    /// behind is reported as a gap (L1 is emptied). Default: 4096.
+    #[must_use]
+    pub fn receive_buffer(mut self, messages: usize) -> Self {
+        self.receive_buffer = messages.max(1);
+        self
+    }
+
+    /// The name in stats and errors. Default: `"redis-pubsub"`.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+/// The invalidation bus on Redis Pub/Sub.
+///
+/// Two connections: one publishes, one stays subscribed to the cache's channel (a subscribed
+/// RESP2 connection can do nothing else). Pub/Sub delivers in order but keeps nothing for a
+/// subscriber that is away, so after the subscriber reconnects this bus subscribes again and
+/// then reports a [gap](BusEvent::Gap): the cache empties L1, because it cannot know what it
+/// missed. A receive buffer overrun is reported the same way. Payloads that do not decode are
+/// counted and dropped; the subscription goes on.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache_core::Result<()> {
+/// use tiercache_bus::RedisBus;
+///
+/// let bus = RedisBus::connect("redis://127.0.0.1:6379").await?;
+/// // Hand it to the cache builder: `Cache::builder().bus(bus)`.
+/// # let _ = bus;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    publisher: Client,
+    subscriber: Client,
+    channel: OnceLock<String>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    subscribed: AtomicBool,
+    bad_messages: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(mut listener) = self.listener.lock()
+            && let Some(task) = listener.take()
+        {
+            task.abort();
+        }
+        // Stop the reconnect loops of connections nobody holds any more.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (publisher, subscriber) = (self.publisher.clone(), self.subscriber.clone());
+            runtime.spawn(async move {
+                let _ = tokio::join!(publisher.quit(), subscriber.quit());
+            });
+        }
+    }
+}
+
+impl fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("name", &self.shared.name)
+            .field("channel", &self.shared.channel.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBus {
+    /// Connects to `url` with default [`RedisBusOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a bad URL; [`Error::Backend`] or [`Error::Timeout`] when the server
+    /// cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(RedisBusOptions::from_url(url)?).await
+    }
+
+    /// Connects both connections as `options` say.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(options: RedisBusOptions) -> Result<Self> {
+        let publisher = client(&options, 32)?;
+        let subscriber = client(&options, options.receive_buffer)?;
+        let name = options.name.clone();
+        let connect = async {
+            tokio::try_join!(publisher.init(), subscriber.init()).map_err(|err| backend(&name, err))
+        };
+        match tokio::time::timeout(options.redis.connect_timeout_value(), connect).await {
+            Ok(Ok(_connection_tasks)) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_elapsed) => return Err(timed_out(&name)),
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                name,
+                publisher,
+                subscriber,
+                channel: OnceLock::new(),
+                listener: Mutex::new(None),
+                subscribed: AtomicBool::new(false),
+                bad_messages: AtomicU64::new(0),
+                reconnects: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn client(options: &RedisBusOptions, broadcast_capacity: usize) -> Result<Client> {
+    let mut builder = options.redis.fred_builder();
+    builder.with_performance_config(|perf| perf.broadcast_channel_capacity = broadcast_capacity);
+    builder.build().map_err(|err| backend(&options.name, err))
+}
+
+fn backend(name: &str, err: fred::error::Error) -> Error {
+    if *err.kind() == fred::error::ErrorKind::Timeout {
+        return timed_out(name);
+    }
+    Error::backend(name, None, err)
+}
+
+fn timed_out(name: &str) -> Error {
+    Error::Timeout {
+        what: name.to_owned(),
+        key: None,
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    async fn start(&self, channel: &str, sink: Arc<dyn BusSink>) -> Result<()> {
+        let shared = &self.shared;
+        if shared.channel.set(channel.to_owned()).is_err() {
+            return Err(Error::Config(format!(
+                "bus {:?} was already started; give each cache its own bus",
+                shared.name
+            )));
+        }
+        // Taken before subscribing, so no message or reconnect after it is missed.
+        let messages = shared.subscriber.message_rx();
+        let reconnects = shared.subscriber.reconnect_rx();
+        shared
+            .subscriber
+            .subscribe(channel)
+            .await
+            .map_err(|err| backend(&shared.name, err))?;
+        shared.subscribed.store(true, Ordering::SeqCst);
+        let listener = Listener {
+            shared: Arc::downgrade(shared),
+            channel: channel.to_owned(),
+            sink,
+        };
+        let task = tokio::spawn(listener.run(messages, reconnects));
+        if let Ok(mut slot) = shared.listener.lock() {
+            *slot = Some(task);
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, message: &BusMessage) -> Result<()> {
+        let shared = &self.shared;
+        let Some(channel) = shared.channel.get() else {
+            return Err(Error::Config(format!(
+                "bus {:?} publishes only after the cache started it",
+                shared.name
+            )));
+        };
+        let payload =
+            wire::encode(message).map_err(|err| Error::backend(&shared.name, None, err))?;
+        shared
+            .publisher
+            .publish::<i64, _, _>(channel.as_str(), payload)
+            .await
+            .map_err(|err| backend(&shared.name, err))?;
+        Ok(())
+    }
+
+    fn health(&self) -> BusHealth {
+        let shared = &self.shared;
+        BusHealth::new(
+            shared.subscribed.load(Ordering::SeqCst) && shared.subscriber.is_connected(),
+            shared.bad_messages.load(Ordering::Relaxed),
+            shared.reconnects.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The receiving task: decodes what arrives on the channel and hands it to the cache, and
+/// subscribes again after every reconnect.
+struct Listener {
+    /// Weak, so the task ends when the last `RedisBus` handle is dropped.
+    shared: std::sync::Weak<Shared>,
+    channel: String,
+    sink: Arc<dyn BusSink>,
+}
+
+impl Listener {
+    async fn run(
+        self,
+        mut messages: tokio::sync::broadcast::Receiver<Message>,
+        mut reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    ) {
+        loop {
+            tokio::select! {
+                // A reconnect is handled before messages queued behind it.
+                biased;
+                reconnect = reconnects.recv() => match reconnect {
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.resubscribe().await,
+                    Err(RecvError::Closed) => return,
+                },
+                message = messages.recv() => match message {
+                    Ok(message) => self.receive(message).await,
+                    Err(RecvError::Lagged(skipped)) => {
+                        tracing::warn!(channel = %self.channel, skipped, "bus receive buffer overrun; L1 will be emptied");
+                        self.sink.deliver(BusEvent::Gap { reason: GapReason::Overrun }).await;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    async fn receive(&self, message: Message) {
+        if *message.channel != *self.channel {
+            return;
+        }
+        let payload = match message.value {
+            Value::Bytes(bytes) => bytes,
+            Value::String(text) => Bytes::clone(text.inner()),
+            other => {
+                self.bad_message(&format!("a {:?} instead of bytes", other.kind()));
+                return;
+            }
+        };
+        match wire::decode(&payload) {
+            Ok(decoded) => self.sink.deliver(BusEvent::Message(decoded)).await,
+            Err(err) => self.bad_message(&err.to_string()),
+        }
+    }
+
+    fn bad_message(&self, why: &str) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.bad_messages.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(channel = %self.channel, why, "dropped a bus message that does not decode");
+    }
+
+    /// Subscribes again (retrying until it works or the bus is dropped), then reports the gap:
+    /// in that order, so no message falls between the flush and the new subscription.
+    async fn resubscribe(&self) {
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let Some(shared) = self.shared.upgrade() else {
+                return;
+            };
+            shared.subscribed.store(false, Ordering::SeqCst);
+            match shared.subscriber.subscribe(self.channel.as_str()).await {
+                Ok(()) => {
+                    shared.subscribed.store(true, Ordering::SeqCst);
+                    shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(channel = %self.channel, %err, "bus subscribe after reconnect failed; retrying");
+                }
+            }
+            drop(shared);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+        tracing::info!(channel = %self.channel, "bus subscribed again after a reconnect; L1 will be emptied");
+        self.sink
+            .deliver(BusEvent::Gap {
+                reason: GapReason::Reconnected,
+            })
+            .await;
+    }
+}

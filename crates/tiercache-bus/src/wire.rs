@@ -1,0 +1,333 @@
+//! The wire form of a [`BusMessage`]: compact, versioned, and decoded by a total function.
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     magic 0xB7
+//! 1       1     version (1)
+//! 2       1     kind: 1 keys, 2 prefix, 3 clear, 4 update
+//! 3       1     flags: bit 0 = the sender lost an earlier message; other bits must be 0
+//! 4       16    origin instance id (u128)
+//! 20      8     sequence (u64)
+//! 28      ...   body
+//!   keys:   u16 count (at least 1), then per key: u16 length, UTF-8 bytes
+//!   prefix: u16 length, UTF-8 bytes
+//!   clear:  nothing
+//!   update: u16 key length, key bytes, u64 TTL in milliseconds, u32 value length, value bytes
+//! ```
+//!
+//! Integers are little-endian. Every key must pass [`validate_key`]. A message is at most
+//! [`MAX_MESSAGE_LEN`] bytes and must end exactly where its body does. Anything else decodes to a
+//! [`WireError`]; nothing here panics, whatever the input.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tiercache_core::{BusMessage, InstanceId, Invalidation, validate_key};
+
+/// First byte of every message.
+pub const MAGIC: u8 = 0xB7;
+/// The version this crate writes and reads.
+pub const VERSION: u8 = 1;
+/// The largest message, encoded, in bytes. Larger input is refused unread.
+pub const MAX_MESSAGE_LEN: usize = 1 << 20;
+/// Bytes before the body.
+pub const HEADER_LEN: usize = 28;
+
+const KIND_KEYS: u8 = 1;
+const KIND_PREFIX: u8 = 2;
+const KIND_CLEAR: u8 = 3;
+const KIND_UPDATE: u8 = 4;
+const FLAG_SENDER_LOST: u8 = 0b1;
+
+/// Why bytes are not a message (or a message cannot be encoded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The input is longer than [`MAX_MESSAGE_LEN`].
+    #[error("bus message of {0} bytes is over the {MAX_MESSAGE_LEN}-byte limit")]
+    TooLong(usize),
+    /// The first byte is not [`MAGIC`]: not a tiercache bus message.
+    #[error("not a tiercache bus message (first byte {0:#04x})")]
+    BadMagic(u8),
+    /// A version this build does not read.
+    #[error("bus message version {0} is not supported (this build reads {VERSION})")]
+    UnknownVersion(u8),
+    /// A kind this version does not define.
+    #[error("unknown bus message kind {0}")]
+    UnknownKind(u8),
+    /// Flag bits this version does not define.
+    #[error("unknown bus message flags {0:#010b}")]
+    UnknownFlags(u8),
+    /// The input ends inside the named field.
+    #[error("bus message truncated in {0}")]
+    Truncated(&'static str),
+    /// Bytes left after the body.
+    #[error("{0} unexpected bytes after the bus message body")]
+    TrailingBytes(usize),
+    /// A key message without keys.
+    #[error("bus message names no keys")]
+    NoKeys,
+    /// A key or prefix that is not UTF-8 or breaks the key rules.
+    #[error("bad key in bus message: {0}")]
+    BadKey(String),
+    /// An invalidation kind this wire version cannot carry (encoding only).
+    #[error("this kind of invalidation has no form in bus message version {VERSION}")]
+    Unsupported,
+    /// A field too large for its length prefix (encoding only).
+    #[error("{0} too large to encode in a bus message")]
+    FieldTooLarge(&'static str),
+}
+
+/// Encodes `message`.
+///
+/// # Errors
+///
+/// [`WireError::TooLong`] when the result would exceed [`MAX_MESSAGE_LEN`];
+/// [`WireError::FieldTooLarge`] or [`WireError::NoKeys`] when a field cannot be represented.
+pub fn encode(message: &BusMessage) -> Result<Bytes, WireError> {
+    let mut out = BytesMut::with_capacity(HEADER_LEN + 64);
+    out.put_u8(MAGIC);
+    out.put_u8(VERSION);
+    out.put_u8(kind_of(&message.invalidation)?);
+    out.put_u8(if message.sender_lost_messages {
+        FLAG_SENDER_LOST
+    } else {
+        0
+    });
+    out.put_u128_le(message.origin.0);
+    out.put_u64_le(message.sequence);
+    match &message.invalidation {
+        Invalidation::Keys(keys) => {
+            if keys.is_empty() {
+                return Err(WireError::NoKeys);
+            }
+            let count = u16::try_from(keys.len()).map_err(|_| WireError::FieldTooLarge("keys"))?;
+            out.put_u16_le(count);
+            for key in keys {
+                put_short_str(&mut out, key)?;
+            }
+        }
+        Invalidation::Prefix(prefix) => put_short_str(&mut out, prefix)?,
+        Invalidation::Update { key, value, ttl } => {
+            put_short_str(&mut out, key)?;
+            out.put_u64_le(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            let len = u32::try_from(value.len()).map_err(|_| WireError::FieldTooLarge("value"))?;
+            out.put_u32_le(len);
+            out.put_slice(value);
+        }
+        // Clear has no body, and `kind_of` already refused kinds this version cannot carry.
+        _ => {}
+    }
+    if out.len() > MAX_MESSAGE_LEN {
+        return Err(WireError::TooLong(out.len()));
+    }
+    Ok(out.freeze())
+}
+
+fn kind_of(invalidation: &Invalidation) -> Result<u8, WireError> {
+    match invalidation {
+        Invalidation::Keys(_) => Ok(KIND_KEYS),
+        Invalidation::Prefix(_) => Ok(KIND_PREFIX),
+        Invalidation::Clear => Ok(KIND_CLEAR),
+        Invalidation::Update { .. } => Ok(KIND_UPDATE),
+        // A kind added to the core enum later has no form in this wire version.
+        _ => Err(WireError::Unsupported),
+    }
+}
+
+fn put_short_str(out: &mut BytesMut, text: &str) -> Result<(), WireError> {
+    let len = u16::try_from(text.len()).map_err(|_| WireError::FieldTooLarge("key"))?;
+    out.put_u16_le(len);
+    out.put_slice(text.as_bytes());
+    Ok(())
+}
+
+/// Decodes a message. Total: any input gives a message or a [`WireError`], never a panic. The
+/// value of an update message shares `input`'s memory.
+///
+/// # Errors
+///
+/// A [`WireError`] naming the first thing wrong with the input.
+pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
+    if input.len() > MAX_MESSAGE_LEN {
+        return Err(WireError::TooLong(input.len()));
+    }
+    let mut reader = Reader { input, at: 0 };
+    let magic = reader.u8("magic")?;
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = reader.u8("version")?;
+    if version != VERSION {
+        return Err(WireError::UnknownVersion(version));
+    }
+    let kind = reader.u8("kind")?;
+    let flags = reader.u8("flags")?;
+    if flags & !FLAG_SENDER_LOST != 0 {
+        return Err(WireError::UnknownFlags(flags));
+    }
+    let origin = InstanceId(u128::from_le_bytes(reader.array("origin")?));
+    let sequence = u64::from_le_bytes(reader.array("sequence")?);
+    let invalidation = match kind {
+        KIND_KEYS => {
+            let count = u16::from_le_bytes(reader.array("key count")?);
+            if count == 0 {
+                return Err(WireError::NoKeys);
+            }
+            let mut keys = Vec::with_capacity(usize::from(count).min(input.len() / 3));
+            for _ in 0..count {
+                keys.push(reader.key()?);
+            }
+            Invalidation::Keys(keys)
+        }
+        KIND_PREFIX => Invalidation::Prefix(reader.key()?),
+        KIND_CLEAR => Invalidation::Clear,
+        KIND_UPDATE => {
+            let key = reader.key()?;
+            let ttl = Duration::from_millis(u64::from_le_bytes(reader.array("ttl")?));
+            let len = u32::from_le_bytes(reader.array("value length")?);
+            let len = usize::try_from(len).map_err(|_| WireError::Truncated("value"))?;
+            let value = reader.bytes(len, "value")?;
+            Invalidation::Update { key, value, ttl }
+        }
+        other => return Err(WireError::UnknownKind(other)),
+    };
+    let left = input.len() - reader.at;
+    if left != 0 {
+        return Err(WireError::TrailingBytes(left));
+    }
+    Ok(BusMessage {
+        origin,
+        sequence,
+        sender_lost_messages: flags & FLAG_SENDER_LOST != 0,
+        invalidation,
+    })
+}
+
+/// A cursor that only hands out bytes that are there.
+struct Reader<'a> {
+    input: &'a Bytes,
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn bytes(&mut self, len: usize, what: &'static str) -> Result<Bytes, WireError> {
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|end| *end <= self.input.len())
+            .ok_or(WireError::Truncated(what))?;
+        let out = self.input.slice(self.at..end);
+        self.at = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
+        let bytes = self.bytes(N, what)?;
+        <[u8; N]>::try_from(bytes.as_ref()).map_err(|_| WireError::Truncated(what))
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        let [byte] = self.array::<1>(what)?;
+        Ok(byte)
+    }
+
+    fn key(&mut self) -> Result<String, WireError> {
+        let len = u16::from_le_bytes(self.array("key length")?);
+        let bytes = self.bytes(usize::from(len), "key")?;
+        let key = std::str::from_utf8(&bytes)
+            .map_err(|err| WireError::BadKey(err.to_string()))?
+            .to_owned();
+        validate_key(&key).map_err(|err| WireError::BadKey(err.to_string()))?;
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(invalidation: Invalidation) -> BusMessage {
+        BusMessage {
+            origin: InstanceId(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+            sequence: 42,
+            sender_lost_messages: false,
+            invalidation,
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for invalidation in [
+            Invalidation::Keys(vec!["user:1".into(), "user:2".into()]),
+            Invalidation::Prefix("user:".into()),
+            Invalidation::Clear,
+            Invalidation::Update {
+                key: "user:1".into(),
+                value: Bytes::from_static(b"\xc7\x01\x00{}"),
+                ttl: Duration::from_millis(1500),
+            },
+        ] {
+            let sent = message(invalidation);
+            let bytes = encode(&sent).unwrap();
+            assert_eq!(decode(&bytes).unwrap(), sent);
+        }
+        let mut lost = message(Invalidation::Clear);
+        lost.sender_lost_messages = true;
+        assert_eq!(decode(&encode(&lost).unwrap()).unwrap(), lost);
+    }
+
+    #[test]
+    fn a_key_message_is_small() {
+        let bytes = encode(&message(Invalidation::Keys(vec!["user:1".into()]))).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + 2 + 2 + 6);
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let good = encode(&message(Invalidation::Prefix("a".into()))).unwrap();
+        let with = |at: usize, byte: u8| {
+            let mut bytes = good.to_vec();
+            bytes[at] = byte;
+            decode(&Bytes::from(bytes))
+        };
+        assert_eq!(decode(&Bytes::new()), Err(WireError::Truncated("magic")));
+        assert_eq!(with(0, 0x00), Err(WireError::BadMagic(0)));
+        assert_eq!(with(1, 9), Err(WireError::UnknownVersion(9)));
+        assert_eq!(with(2, 77), Err(WireError::UnknownKind(77)));
+        assert_eq!(with(3, 0b10), Err(WireError::UnknownFlags(0b10)));
+        assert_eq!(
+            decode(&good.slice(..good.len() - 1)),
+            Err(WireError::Truncated("key"))
+        );
+        let mut longer = good.to_vec();
+        longer.push(0);
+        assert_eq!(
+            decode(&Bytes::from(longer)),
+            Err(WireError::TrailingBytes(1))
+        );
+        assert!(matches!(
+            with(HEADER_LEN + 2, 0x07),
+            Err(WireError::BadKey(_))
+        ));
+        let huge = Bytes::from(vec![MAGIC; MAX_MESSAGE_LEN + 1]);
+        assert_eq!(decode(&huge), Err(WireError::TooLong(MAX_MESSAGE_LEN + 1)));
+    }
+
+    #[test]
+    fn unencodable_messages_are_errors() {
+        assert_eq!(
+            encode(&message(Invalidation::Keys(Vec::new()))),
+            Err(WireError::NoKeys)
+        );
+        let too_big = Invalidation::Update {
+            key: "k".into(),
+            value: Bytes::from(vec![0; MAX_MESSAGE_LEN]),
+            ttl: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            encode(&message(too_big)),
+            Err(WireError::TooLong(_))
+        ));
+    }
+}

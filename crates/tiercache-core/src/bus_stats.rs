@@ -1,0 +1,117 @@
+//! Counters of the invalidation bus, and the snapshot a user reads.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::BusHealth;
+
+/// Live counters of one cache's bus link. Bumped on the rare write and receive paths only.
+#[derive(Debug)]
+pub struct BusCounters {
+    started: Instant,
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    received: AtomicU64,
+    ignored_own: AtomicU64,
+    gaps: AtomicU64,
+    l1_flushes: AtomicU64,
+    /// Microseconds after `started` when the last message arrived, plus one (0: none yet).
+    last_message_micros: AtomicU64,
+}
+
+impl Default for BusCounters {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            published: AtomicU64::new(0),
+            publish_errors: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            ignored_own: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            l1_flushes: AtomicU64::new(0),
+            last_message_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl BusCounters {
+    /// Counts a message sent.
+    pub fn published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a message that could not be sent.
+    pub fn publish_error(&self) {
+        self.publish_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a message from another instance, applied to L1, and notes when it arrived.
+    pub fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.last_message_micros
+            .store(micros + 1, Ordering::Relaxed);
+    }
+    /// Counts one of this instance's own messages coming back (ignored).
+    pub fn ignored_own(&self) {
+        self.ignored_own.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a gap: messages may have been lost.
+    pub fn gap(&self) {
+        self.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts L1 being emptied because of a gap.
+    pub fn l1_flush(&self) {
+        self.l1_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot, with the transport's `name` and `health`.
+    pub fn snapshot(&self, name: &str, health: BusHealth) -> BusStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let last = load(&self.last_message_micros);
+        BusStats {
+            transport: name.to_owned(),
+            connected: health.connected,
+            published: load(&self.published),
+            publish_errors: load(&self.publish_errors),
+            received: load(&self.received),
+            ignored_own: load(&self.ignored_own),
+            bad_messages: health.bad_messages,
+            gaps: load(&self.gaps),
+            l1_flushes: load(&self.l1_flushes),
+            reconnects: health.reconnects,
+            since_last_message: (last > 0).then(|| {
+                let at = self.started + Duration::from_micros(last - 1);
+                at.elapsed()
+            }),
+        }
+    }
+}
+
+/// What a cache's bus link has seen since the cache was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// The transport's name.
+    pub transport: String,
+    /// Whether the transport is connected and subscribed right now.
+    pub connected: bool,
+    /// Messages this instance sent.
+    pub published: u64,
+    /// Messages this instance failed to send (the write itself returned the error).
+    pub publish_errors: u64,
+    /// Messages from other instances, applied to L1.
+    pub received: u64,
+    /// This instance's own messages, received back and ignored.
+    pub ignored_own: u64,
+    /// Received payloads that did not decode, dropped.
+    pub bad_messages: u64,
+    /// Times messages may have been lost (reconnects, overruns, senders that lost one).
+    pub gaps: u64,
+    /// Times L1 was emptied because of a gap.
+    pub l1_flushes: u64,
+    /// Times the transport reconnected.
+    pub reconnects: u64,
+    /// How long ago the last message from another instance arrived; `None` before the first.
+    pub since_last_message: Option<Duration>,
+}
