@@ -58,6 +58,22 @@ impl MemoryEntry {
         self.value.is_none()
     }
 
+    /// The value as a `T`, or the entry back when it is negative or holds another type.
+    ///
+    /// # Errors
+    ///
+    /// The entry itself, unchanged, when it does not hold a `T`.
+    pub fn downcast<T: Any + Send + Sync>(self) -> Result<Arc<T>, Self> {
+        let Some(value) = self.value else {
+            return Err(self);
+        };
+        value.downcast::<T>().map_err(|value| Self {
+            value: Some(value),
+            expires_at: self.expires_at,
+            weight: self.weight,
+        })
+    }
+
     /// The value as a `T`; `None` for a negative entry or a value of another type.
     pub fn into_typed<T: Any + Send + Sync>(self) -> Option<Arc<T>> {
         self.value?.downcast::<T>().ok()

@@ -1,7 +1,8 @@
 //! Test support for tiercache and for anyone writing a tier: the [`conformance`] suite that every
 //! [`Tier`](tiercache_core::Tier) runs, ours and third parties', and [`MapTier`], a `HashMap` tier
-//! that can be made to fail, and [`RedisServer`] / [`RedisCluster`]: Redis processes a test starts
-//! on free loopback ports and can stop, pause and restart.
+//! that can be made to fail, [`LocalBus`], an in-process bus transport that can fail and drop
+//! messages, and [`RedisServer`] / [`RedisCluster`]: Redis processes a test starts on free
+//! loopback ports and can stop, pause and restart.
 //!
 //! Dev-only (`publish = false`): add it under `[dev-dependencies]`. Its checks panic with the name
 //! of the behaviour that failed, like `assert!`, so they read well in a test report.
@@ -58,8 +59,10 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod conformance;
+mod local_bus;
 mod map_tier;
 mod redis;
 
+pub use local_bus::{LocalBus, LocalNetwork};
 pub use map_tier::{InjectedFailure, MapTier};
 pub use redis::{INSTALL_HINT, RedisCluster, RedisServer, redis_server_available};

@@ -1,14 +1,19 @@
 //! Building a [`Cache`]: the tiers top-down, the namespace, the codec and the default TTL.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tiercache_core::{
-    CacheStrategy, Codec, DEFAULT_TTL, Envelope, Error, JsonCodec, LoadCounters, Namespace, Result,
-    Tier,
+    Bus, CacheStrategy, Codec, DEFAULT_TTL, Envelope, Error, JsonCodec, LoadCounters, Namespace,
+    Result, Tier,
 };
 
 use crate::{
-    Cache, TierOptions, cache::Inner, flight::Flights, guard::InvalidationClock, layer::Layer,
+    BusOptions, Cache, TierOptions,
+    bus::{BusLink, Receiver},
+    cache::Inner,
+    flight::Flights,
+    guard::InvalidationClock,
+    layer::Layer,
     memory::MemoryLayer,
 };
 
@@ -37,6 +42,8 @@ pub struct CacheBuilder<C: Codec = JsonCodec> {
     codec: C,
     schema_version: u16,
     default_strategy: CacheStrategy,
+    bus: Option<(Arc<dyn Bus>, BusOptions)>,
+    l1_max_age: Option<Duration>,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -65,6 +72,8 @@ impl CacheBuilder<JsonCodec> {
             codec: JsonCodec,
             schema_version: 0,
             default_strategy: CacheStrategy::Default,
+            bus: None,
+            l1_max_age: None,
         }
     }
 }
@@ -113,6 +122,8 @@ impl<C: Codec> CacheBuilder<C> {
             codec,
             schema_version: self.schema_version,
             default_strategy: self.default_strategy,
+            bus: self.bus,
+            l1_max_age: self.l1_max_age,
         }
     }
 
@@ -129,6 +140,26 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// Keeps this instance's L1 coherent with other instances through `bus`, with default
+    /// [`BusOptions`]: every `set`, `invalidate`, `invalidate_prefix` and `clear` is published,
+    /// and what other instances publish is dropped from this L1. Default: no bus.
+    pub fn bus(self, bus: impl Bus + 'static) -> Self {
+        self.bus_with(bus, BusOptions::new())
+    }
+
+    /// Like [`bus`](Self::bus), with options (channel name, values sent along with `set`).
+    pub fn bus_with(mut self, bus: impl Bus + 'static, options: BusOptions) -> Self {
+        self.bus = Some((Arc::new(bus), options));
+        self
+    }
+
+    /// No L1 entry lives longer than `max_age`, whatever its TTL: a bound on staleness that holds
+    /// even when the bus is silently dead (or there is none). Default: no bound.
+    pub fn l1_max_age(mut self, max_age: Duration) -> Self {
+        self.l1_max_age = Some(max_age);
+        self
+    }
+
     /// Checks the configuration and builds the cache.
     ///
     /// # Errors
@@ -136,23 +167,40 @@ impl<C: Codec> CacheBuilder<C> {
     /// [`Error::Config`] when there is no tier at all, a TTL scale is not a positive finite
     /// number, a tier's scale is larger than a tier's below it (an upper tier would outlive the
     /// copy it was filled from), or two tiers share a name; [`Error::InvalidKey`] for a namespace
-    /// that breaks the key rules.
+    /// that breaks the key rules; with a bus, the bus's error when it cannot subscribe, and
+    /// [`Error::Config`] for an L1 max age of zero.
     pub async fn build(self) -> Result<Cache<C>> {
         let namespace = Namespace::new(&self.namespace)?;
         self.check_tiers()?;
+        if self.l1_max_age == Some(Duration::ZERO) {
+            return Err(Error::Config(
+                "an L1 max age of zero would keep nothing in L1; drop .memory(..) instead".into(),
+            ));
+        }
         let default_ttl = self.default_strategy.ttl_or(DEFAULT_TTL);
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                namespace,
-                memory: self.memory,
-                tiers: self.tiers,
-                envelope: Envelope::new(self.codec, self.schema_version),
-                default_ttl,
-                flights: Flights::default(),
-                clock: InvalidationClock::new(),
-                loads: LoadCounters::default(),
-            }),
-        })
+        let channel = self
+            .bus
+            .as_ref()
+            .map(|(_, options)| options.channel_for(namespace.name()));
+        let inner = Arc::new(Inner {
+            namespace,
+            memory: self.memory,
+            tiers: self.tiers,
+            envelope: Envelope::new(self.codec, self.schema_version),
+            default_ttl,
+            flights: Flights::default(),
+            clock: InvalidationClock::new(),
+            loads: LoadCounters::default(),
+            bus: self.bus.map(|(bus, options)| BusLink::new(bus, options)),
+            l1_max_age: self.l1_max_age,
+        });
+        if let (Some(link), Some(channel)) = (&inner.bus, channel) {
+            let receiver = Arc::new(Receiver {
+                inner: Arc::downgrade(&inner),
+            });
+            link.bus().start(&channel, receiver).await?;
+        }
+        Ok(Cache { inner })
     }
 
     fn check_tiers(&self) -> Result<()> {

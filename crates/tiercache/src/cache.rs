@@ -10,11 +10,12 @@ use tiercache_core::{
 
 use crate::{
     CacheBuilder,
+    bus::BusLink,
     flight::Flights,
     guard::InvalidationClock,
     layer::Layer,
     load::Negatives,
-    memory::{Lookup, MemoryLayer},
+    memory::{Lookup, MemoryLayer, Slot},
 };
 
 /// A multi-tier cache: a typed in-process L1 in front of any number of byte tiers.
@@ -76,6 +77,8 @@ pub(crate) struct Inner<C> {
     pub(crate) flights: Flights,
     pub(crate) clock: InvalidationClock,
     pub(crate) loads: LoadCounters,
+    pub(crate) bus: Option<BusLink>,
+    pub(crate) l1_max_age: Option<Duration>,
 }
 
 impl Cache<JsonCodec> {
@@ -152,11 +155,9 @@ impl<C: Codec> Cache<C> {
     {
         validate_key(key)?;
         let inner = &*self.inner;
-        let bytes = inner.encode_for_tiers(key, value.as_ref())?;
+        let bytes = inner.encode_for_set(key, value.as_ref())?;
         let ttl = options.into().effective_ttl(inner.default_ttl);
-        // A load of this key already in flight must not overwrite this newer value.
-        inner.clock.invalidate_key(key);
-        inner.write_all(key, Some(value), bytes, ttl, None).await
+        inner.store_and_publish(key, value, bytes, ttl).await
     }
 
     /// The value under `key`, or the loader's value, stored in every tier on the way back.
@@ -203,10 +204,18 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Some(memory) = &self.inner.memory
-            && let Lookup::Hit(value) = memory.lookup::<T>(key).await
-        {
-            return Ok(value);
+        if let Some(memory) = &self.inner.memory {
+            match memory.lookup::<T>(key).await {
+                Slot::Ready(Lookup::Hit(value)) => return Ok(value),
+                Slot::Encoded(encoded) => {
+                    let decode = |bytes: &Bytes| self.inner.envelope.decode::<T>(bytes);
+                    let typed = self.inner.type_update(memory, key, &encoded, decode).await;
+                    if let Lookup::Hit(value) = typed {
+                        return Ok(value);
+                    }
+                }
+                Slot::Ready(Lookup::Negative | Lookup::Miss) => {}
+            }
         }
         let loader = || async move { loader().await.map(Some) };
         let loaded = self
@@ -240,7 +249,8 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let inner = &*self.inner;
-        match inner.lookup_memory::<T>(key).await {
+        let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
+        match inner.lookup_memory::<T, _>(key, decode).await {
             Lookup::Hit(value) => return Ok(Some(T::clone(&value))),
             Lookup::Negative => return Ok(None),
             Lookup::Miss => {}
@@ -312,10 +322,9 @@ impl<C: Codec> Cache<C> {
         let inner = &*self.inner;
         let value: Bytes = value.into();
         let ttl = options.into().effective_ttl(inner.default_ttl);
-        let bytes = (!inner.tiers.is_empty()).then(|| value.clone());
-        inner.clock.invalidate_key(key);
+        let bytes = Some(value.clone());
         inner
-            .write_all(key, Some(Arc::new(value)), bytes, ttl, None)
+            .store_and_publish(key, Arc::new(value), bytes, ttl)
             .await
     }
 
@@ -327,6 +336,7 @@ impl<C: Codec> Cache<C> {
             inner.tiers.iter().map(Layer::stats).collect(),
             &inner.loads,
         )
+        .with_bus(inner.bus.as_ref().map(BusLink::stats))
     }
 
     /// The namespace (empty for none).

@@ -43,7 +43,8 @@
 //! |---|---|---|
 //! | `moka` | yes | the typed L1 [`MemoryTier`] and the bytes tier [`MokaTier`] |
 //! | `redis` | yes | the shared tier [`RedisTier`] (on fred) |
-//! | `tls` | no | `rediss://` URLs for the Redis tier (rustls) |
+//! | `bus` | no | [`RedisBus`]: the invalidation bus on Redis Pub/Sub, keeping every instance's L1 coherent |
+//! | `tls` | no | `rediss://` URLs for the Redis tier and bus (rustls) |
 //!
 //! The [`JsonCodec`] (serde_json) is always available and is the default codec; another codec is
 //! plugged in with [`CacheBuilder::codec`].
@@ -51,6 +52,7 @@
 
 mod breaker;
 mod builder;
+mod bus;
 mod cache;
 mod flight;
 mod guard;
@@ -63,11 +65,14 @@ mod write;
 
 pub use breaker::CircuitBreaker;
 pub use builder::CacheBuilder;
+pub use bus::BusOptions;
 pub use cache::Cache;
 pub use options::TierOptions;
+#[cfg(feature = "bus")]
+pub use tiercache_bus::{RedisBus, RedisBusOptions};
 pub use tiercache_core::{
-    BoxError, Bytes, CacheStats, CacheStrategy, CircuitState, Codec, Entry, EntryOptions, Error,
-    JsonCodec, MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
+    BoxError, Bus, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec, Entry,
+    EntryOptions, Error, JsonCodec, MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
 };
 #[cfg(feature = "moka")]
 pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};

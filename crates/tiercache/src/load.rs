@@ -92,15 +92,9 @@ impl<C: Codec> Inner<C> {
         let stamp = self.clock.stamp(key);
 
         // A previous leader may have filled L1 between this caller's miss and its join.
-        let cached = match &self.memory {
-            Some(memory) => memory.peek::<T>(key).await,
-            None => Lookup::Miss,
-        };
-        let cached = match cached {
-            Lookup::Miss => {
-                let decode = |bytes: &tiercache_core::Bytes| self.envelope.decode::<T>(bytes);
-                self.read_below(key, stamp, decode).await
-            }
+        let decode = |bytes: &tiercache_core::Bytes| self.envelope.decode::<T>(bytes);
+        let cached = match self.peek_memory::<T, _>(key, decode).await {
+            Lookup::Miss => self.read_below(key, stamp, decode).await,
             found => found,
         };
         match cached {

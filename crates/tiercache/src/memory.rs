@@ -3,7 +3,7 @@
 
 use std::{any::Any, sync::Arc, time::Instant};
 
-use tiercache_core::{Result, TierStats};
+use tiercache_core::{Bytes, Result, TierStats};
 
 use crate::TierOptions;
 
@@ -15,6 +15,27 @@ pub(crate) enum Lookup<T> {
     Negative,
     /// Nothing usable (absent, expired, or a value of another type).
     Miss,
+}
+
+/// What L1 holds for a key before it is typed: either a [`Lookup`], or the encoded bytes an
+/// update from another instance left there, which the caller decodes as its `T`
+/// (`Inner::lookup_memory`).
+#[cfg_attr(
+    not(feature = "moka"),
+    expect(dead_code, reason = "without moka there is no L1 to find anything in")
+)]
+pub(crate) enum Slot<T> {
+    /// A typed answer.
+    Ready(Lookup<T>),
+    /// Bytes from a bus update, not decoded yet.
+    Encoded(Arc<Encoded>),
+}
+
+/// A value that arrived over the bus as bytes and is decoded on its first typed read.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    pub(crate) bytes: Bytes,
+    pub(crate) expires_at: Instant,
 }
 
 #[cfg(feature = "moka")]
@@ -51,24 +72,38 @@ mod imp {
 
         /// The hot path: one moka lookup and a type check; no allocation, no key copy.
         /// Counted in the tier's hits and misses.
-        pub(crate) async fn lookup<T: Any + Send + Sync>(&self, key: &str) -> Lookup<T> {
+        pub(crate) async fn lookup<T: Any + Send + Sync>(&self, key: &str) -> Slot<T> {
             let found = self.peek(key).await;
             match found {
-                Lookup::Miss => self.counters.miss(),
-                Lookup::Hit(_) | Lookup::Negative => self.counters.hit(),
+                Slot::Ready(Lookup::Miss) => self.counters.miss(),
+                _ => self.counters.hit(),
             }
             found
         }
 
         /// A lookup that is not counted: the second look a load leader takes before loading.
-        pub(crate) async fn peek<T: Any + Send + Sync>(&self, key: &str) -> Lookup<T> {
+        pub(crate) async fn peek<T: Any + Send + Sync>(&self, key: &str) -> Slot<T> {
             let Some(entry) = self.tier.get(key).await else {
-                return Lookup::Miss;
+                return Slot::Ready(Lookup::Miss);
             };
             if entry.is_negative() {
-                return Lookup::Negative;
+                return Slot::Ready(Lookup::Negative);
             }
-            entry.into_typed::<T>().map_or(Lookup::Miss, Lookup::Hit)
+            match entry.downcast::<T>() {
+                Ok(value) => Slot::Ready(Lookup::Hit(value)),
+                Err(entry) => entry
+                    .into_typed::<Encoded>()
+                    .map_or(Slot::Ready(Lookup::Miss), Slot::Encoded),
+            }
+        }
+
+        /// Stores bytes that arrived over the bus; the first typed read decodes them.
+        pub(crate) async fn insert_encoded(&self, key: &str, bytes: Bytes, expires_at: Instant) {
+            let weight = bytes.len();
+            let encoded = Arc::new(Encoded { bytes, expires_at });
+            let entry = MemoryEntry::new(encoded, expires_at).with_weight(weight);
+            self.tier.insert(key, entry).await;
+            self.counters.write();
         }
 
         /// Stores a value; `weight` is its encoded size when known.
@@ -132,10 +167,13 @@ mod imp {
         pub(crate) fn options(&self) -> &TierOptions {
             match *self {}
         }
-        pub(crate) async fn lookup<T: Any + Send + Sync>(&self, _key: &str) -> Lookup<T> {
+        pub(crate) async fn lookup<T: Any + Send + Sync>(&self, _key: &str) -> Slot<T> {
             match *self {}
         }
-        pub(crate) async fn peek<T: Any + Send + Sync>(&self, _key: &str) -> Lookup<T> {
+        pub(crate) async fn peek<T: Any + Send + Sync>(&self, _key: &str) -> Slot<T> {
+            match *self {}
+        }
+        pub(crate) async fn insert_encoded(&self, _key: &str, _bytes: Bytes, _at: Instant) {
             match *self {}
         }
         pub(crate) async fn insert<T: Any + Send + Sync>(

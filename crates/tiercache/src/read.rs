@@ -4,7 +4,11 @@ use std::{any::Any, sync::Arc, time::Instant};
 
 use tiercache_core::{Bytes, Codec, DecodeError, Decoded, Entry, Result, validate_key};
 
-use crate::{cache::Inner, guard::Stamp, memory::Lookup};
+use crate::{
+    cache::Inner,
+    guard::Stamp,
+    memory::{Encoded, Lookup, MemoryLayer, Slot},
+};
 
 impl<C: Codec> Inner<C> {
     /// The read path of `get`: L1, then, after an L1 miss, the tiers below. A cached "not
@@ -18,7 +22,7 @@ impl<C: Codec> Inner<C> {
         T: Any + Send + Sync,
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
     {
-        let found = self.lookup_memory::<T>(key).await;
+        let found = self.lookup_memory::<T, _>(key, &decode).await;
         if !matches!(found, Lookup::Miss) {
             return Ok(found);
         }
@@ -32,16 +36,73 @@ impl<C: Codec> Inner<C> {
         Ok(found)
     }
 
-    /// The L1 lookup: a miss when there is no L1; a cached "not found" is counted.
-    pub(crate) async fn lookup_memory<T: Any + Send + Sync>(&self, key: &str) -> Lookup<T> {
+    /// The L1 lookup: a miss when there is no L1; a cached "not found" is counted. Bytes a bus
+    /// update left in L1 are decoded with `decode`.
+    pub(crate) async fn lookup_memory<T, D>(&self, key: &str, decode: D) -> Lookup<T>
+    where
+        T: Any + Send + Sync,
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
         let Some(memory) = &self.memory else {
             return Lookup::Miss;
         };
-        let found = memory.lookup::<T>(key).await;
+        let found = match memory.lookup::<T>(key).await {
+            Slot::Ready(found) => found,
+            Slot::Encoded(encoded) => self.type_update(memory, key, &encoded, decode).await,
+        };
         if matches!(found, Lookup::Negative) {
             self.loads.negative_hit();
         }
         found
+    }
+
+    /// An L1 lookup that is not counted: the second look a load leader takes before loading.
+    pub(crate) async fn peek_memory<T, D>(&self, key: &str, decode: D) -> Lookup<T>
+    where
+        T: Any + Send + Sync,
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        let Some(memory) = &self.memory else {
+            return Lookup::Miss;
+        };
+        match memory.peek::<T>(key).await {
+            Slot::Ready(found) => found,
+            Slot::Encoded(encoded) => self.type_update(memory, key, &encoded, decode).await,
+        }
+    }
+
+    /// Decodes the bytes a bus update left in L1 and puts the typed value in their place, so
+    /// later reads are plain hits. Bytes that do not decode as `T` read as a miss and stay (a
+    /// read with the right type may still use them). The typed value replaces the bytes only if
+    /// they are still there and no invalidation of the key arrived meanwhile (see `guard.rs`).
+    pub(crate) async fn type_update<T, D>(
+        &self,
+        memory: &MemoryLayer,
+        key: &str,
+        encoded: &Arc<Encoded>,
+        decode: D,
+    ) -> Lookup<T>
+    where
+        T: Any + Send + Sync,
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        let stamp = self.clock.stamp(key);
+        let value = match decode(&encoded.bytes) {
+            Ok(Decoded::Value(value)) => Some(Arc::new(value)),
+            Ok(Decoded::Negative) => None,
+            Err(err) => {
+                tracing::debug!(key, %err, "value from a bus update does not decode; read as a miss");
+                return Lookup::Miss;
+            }
+        };
+        let still_there =
+            matches!(memory.peek::<T>(key).await, Slot::Encoded(now) if Arc::ptr_eq(&now, encoded));
+        if still_there {
+            let weight = Some(encoded.bytes.len());
+            self.store_in_memory(key, value.clone(), encoded.expires_at, weight, Some(stamp))
+                .await;
+        }
+        value.map_or(Lookup::Negative, Lookup::Hit)
     }
 
     /// Reads the tiers below L1 in order. The first live entry that decodes is promoted to the

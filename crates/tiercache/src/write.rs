@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, Codec, Entry, EntryOptions, Result};
+use tiercache_core::{Bytes, Codec, Entry, EntryOptions, Invalidation, Result};
 
 use crate::{cache::Inner, guard::Stamp, layer::Layer};
 
@@ -28,6 +28,7 @@ impl<C: Codec> Inner<C> {
         if guard.is_some_and(|stamp| !self.clock.unchanged_since(stamp)) {
             return false;
         }
+        let expires_at = self.cap_l1_expiry(expires_at);
         match value {
             Some(value) => memory.insert(key, value, expires_at, weight).await,
             None => memory.insert_negative(key, expires_at).await,
@@ -86,6 +87,58 @@ impl<C: Codec> Inner<C> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Caps an L1 expiry at the configured L1 max age, which bounds how long L1 can serve a
+    /// value even if the bus is silently dead.
+    pub(crate) fn cap_l1_expiry(&self, expires_at: Instant) -> Instant {
+        match self.l1_max_age {
+            Some(max_age) => expires_at.min(Instant::now() + max_age),
+            None => expires_at,
+        }
+    }
+
+    /// Stores a value a caller gave (`set`): in every tier, then tells the other instances.
+    /// `bytes` is what the tiers below hold; it travels with the message when it is small enough
+    /// and the bus options ask for it.
+    pub(crate) async fn store_and_publish<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        bytes: Option<Bytes>,
+        ttl: Duration,
+    ) -> Result<()> {
+        // A load of this key already in flight must not overwrite this newer value.
+        self.clock.invalidate_key(key);
+        let update = match (self.bus.as_ref().and_then(|b| b.updates_up_to()), &bytes) {
+            (Some(limit), Some(bytes)) if bytes.len() <= limit => Some(bytes.clone()),
+            _ => None,
+        };
+        let written = self.write_all(key, Some(value), bytes, ttl, None).await;
+        let published = self
+            .publish(|| match update {
+                Some(value) => Invalidation::Update {
+                    key: key.to_owned(),
+                    value,
+                    ttl,
+                },
+                None => Invalidation::Keys(vec![key.to_owned()]),
+            })
+            .await;
+        written.and(published)
+    }
+
+    /// Encodes a value a caller is setting: for the tiers below L1, and for the bus when it
+    /// sends values. `None` when neither needs bytes, so a memory-only cache never encodes.
+    pub(crate) fn encode_for_set<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<Option<Bytes>> {
+        if self.tiers.is_empty() && self.bus.as_ref().and_then(|b| b.updates_up_to()).is_some() {
+            return self.envelope.encode(key, value).map(Some);
+        }
+        self.encode_for_tiers(key, value)
     }
 
     /// Encodes `value` for the tiers below L1; `None` when there are none, so a memory-only
@@ -150,20 +203,26 @@ impl<C: Codec> Inner<C> {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Removes `key` from every tier. Every tier is tried; the first failure is returned.
+    /// Removes `key` from every tier, then tells the other instances. Every tier is tried; the
+    /// first failure is returned.
     pub(crate) async fn remove_everywhere(&self, key: &str) -> Result<()> {
         self.clock.invalidate_key(key);
         if let Some(memory) = &self.memory {
             memory.remove(key).await;
         }
         let stored_key = self.namespace.apply(key);
-        self.on_every_tier("remove", key, async |layer| {
-            layer.tier.remove(&stored_key).await
-        })
-        .await
+        let removed = self
+            .on_every_tier("remove", key, async |layer| {
+                layer.tier.remove(&stored_key).await
+            })
+            .await;
+        let published = self
+            .publish(|| Invalidation::Keys(vec![key.to_owned()]))
+            .await;
+        removed.and(published)
     }
 
-    /// Removes every key starting with `prefix` from every tier.
+    /// Removes every key starting with `prefix` from every tier, then tells the other instances.
     pub(crate) async fn remove_prefix_everywhere(&self, prefix: &str) -> Result<()> {
         self.clock.invalidate_everything();
         let in_memory = match &self.memory {
@@ -176,24 +235,30 @@ impl<C: Codec> Inner<C> {
                 layer.tier.remove_prefix(&stored_prefix).await.map(drop)
             })
             .await;
-        in_memory.and(below)
+        let published = self
+            .publish(|| Invalidation::Prefix(prefix.to_owned()))
+            .await;
+        in_memory.and(below).and(published)
     }
 
     /// Removes every entry of this cache: all of L1, and this namespace in the tiers below (the
-    /// whole tier when there is no namespace).
+    /// whole tier when there is no namespace); then tells the other instances.
     pub(crate) async fn clear_everywhere(&self) -> Result<()> {
         self.clock.invalidate_everything();
         if let Some(memory) = &self.memory {
             memory.clear();
         }
         let namespace = self.namespace.prefix();
-        self.on_every_tier("clear", namespace, async |layer| {
-            if namespace.is_empty() {
-                layer.tier.clear().await
-            } else {
-                layer.tier.remove_prefix(namespace).await.map(drop)
-            }
-        })
-        .await
+        let cleared = self
+            .on_every_tier("clear", namespace, async |layer| {
+                if namespace.is_empty() {
+                    layer.tier.clear().await
+                } else {
+                    layer.tier.remove_prefix(namespace).await.map(drop)
+                }
+            })
+            .await;
+        let published = self.publish(|| Invalidation::Clear).await;
+        cleared.and(published)
     }
 }

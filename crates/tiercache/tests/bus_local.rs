@@ -1,0 +1,181 @@
+//! The multi-instance suite on the in-process transport, plus what only an in-process transport
+//! can stage: a publish that fails, and a receiver that drops off the bus.
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
+
+mod bus_suite;
+
+use std::{sync::Arc, time::Duration};
+
+use bus_suite::{Instance, Transport, eventually};
+use tiercache::{BusOptions, Cache, CacheStrategy, Error, MemoryTier, Tier};
+use tiercache_testkit::{LocalBus, LocalNetwork, MapTier};
+
+struct Local {
+    network: LocalNetwork,
+    shared: Arc<MapTier>,
+    buses: std::sync::Mutex<Vec<Arc<LocalBus>>>,
+}
+
+impl Local {
+    fn new() -> Self {
+        Self {
+            network: LocalNetwork::new(),
+            shared: Arc::new(MapTier::new("shared")),
+            buses: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl Transport for Local {
+    type Bus = Arc<LocalBus>;
+
+    async fn bus(&self) -> Arc<LocalBus> {
+        let bus = Arc::new(self.network.bus());
+        self.buses.lock().unwrap().push(Arc::clone(&bus));
+        bus
+    }
+
+    fn shared_tier(&self) -> Arc<dyn Tier> {
+        self.shared.clone()
+    }
+
+    async fn outage(&self) {
+        let buses = self.buses.lock().unwrap().clone();
+        buses.iter().for_each(|bus| bus.disconnect());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        buses.iter().for_each(|bus| bus.reconnect());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_reaches_every_other_l1() {
+    bus_suite::a_set_reaches_every_other_l1(&Local::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_and_clear_reach_every_l1() {
+    bus_suite::prefix_and_clear_reach_every_l1(&Local::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_do_not_publish() {
+    bus_suite::fills_do_not_publish(&Local::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_beats_a_racing_load() {
+    bus_suite::an_invalidation_beats_a_racing_load(&Local::new(), 1_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_empties_l1_and_the_bus_recovers() {
+    bus_suite::a_gap_empties_l1_and_the_bus_recovers(&Local::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_updates_carry_their_value() {
+    bus_suite::small_updates_carry_their_value(&Local::new()).await;
+}
+
+/// A publish that fails is the writer's error, and its next message tells every receiver to
+/// empty L1, because they missed an invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_makes_receivers_flush_at_the_next_message() {
+    let transport = Local::new();
+    let a = Instance::new(&transport, "lost", BusOptions::new()).await;
+    let b = Instance::new(&transport, "lost", BusOptions::new()).await;
+    a.cache
+        .set("k", &1_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    b.cache
+        .set("unrelated", &7_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    eventually("B received A's write", async || b.bus().received == 1).await;
+    assert_eq!(b.cache.get::<u64>("k").await.unwrap(), Some(1));
+
+    let a_bus = Arc::clone(&transport.buses.lock().unwrap()[0]);
+    a_bus.set_failing(true);
+    let err = a
+        .cache
+        .set("k", &2_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(a.bus().publish_errors, 1);
+    assert_eq!(b.in_l1("k").await, Some(1), "B missed the invalidation");
+
+    a_bus.set_failing(false);
+    a.cache
+        .set("other", &3_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    eventually("B flushed on A's next message", async || {
+        b.bus().l1_flushes == 1
+    })
+    .await;
+    assert_eq!(b.in_l1("k").await, None);
+    assert_eq!(
+        b.in_l1("unrelated").await,
+        None,
+        "all of L1: B cannot know what it missed"
+    );
+    assert_eq!(b.cache.get::<u64>("k").await.unwrap(), Some(2));
+}
+
+/// `l1_max_age` bounds how long an L1 copy is served when no message arrives at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_max_age_bounds_staleness_when_the_bus_is_silent() {
+    let network = LocalNetwork::new();
+    let shared = Arc::new(MapTier::new("shared"));
+    let build = async |bus: Arc<LocalBus>| {
+        Cache::builder()
+            .memory(MemoryTier::new(100))
+            .tier(shared.clone())
+            .bus(bus)
+            .l1_max_age(Duration::from_millis(150))
+            .build()
+            .await
+            .unwrap()
+    };
+    let b_bus = Arc::new(network.bus());
+    let a = build(Arc::new(network.bus())).await;
+    let b = build(Arc::clone(&b_bus)).await;
+    a.set("k", &1_u64, CacheStrategy::LongTerm).await.unwrap();
+    eventually("B received A's write", async || {
+        b.stats().bus.unwrap().received == 1
+    })
+    .await;
+    assert_eq!(b.get::<u64>("k").await.unwrap(), Some(1));
+
+    // B's bus goes silently dead: A's next write never reaches it, and no gap is reported.
+    b_bus.disconnect();
+    a.set("k", &2_u64, CacheStrategy::LongTerm).await.unwrap();
+    assert_eq!(
+        b.get::<u64>("k").await.unwrap(),
+        Some(1),
+        "stale within the max age"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        b.get::<u64>("k").await.unwrap(),
+        Some(2),
+        "re-read after the max age"
+    );
+    assert_eq!(b.stats().bus.unwrap().gaps, 0);
+}
+
+#[tokio::test]
+async fn a_bus_cannot_be_shared_by_two_caches() {
+    let bus = Arc::new(LocalNetwork::new().bus());
+    let build = async || {
+        Cache::builder()
+            .memory(MemoryTier::new(10))
+            .bus(Arc::clone(&bus))
+            .build()
+            .await
+    };
+    build().await.unwrap();
+    assert!(matches!(build().await, Err(Error::Config(_))));
+}

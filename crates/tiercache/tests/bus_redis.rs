@@ -1,0 +1,88 @@
+//! The multi-instance suite on Redis Pub/Sub, against a redis-server the test starts, which the
+//! outage check kills and restarts.
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
+
+mod bus_suite;
+
+use std::{sync::Arc, time::Duration};
+
+use bus_suite::Transport;
+use tiercache::{RedisBus, RedisBusOptions, RedisOptions, RedisTier, Tier};
+use tiercache_redis::fred::types::config::ReconnectPolicy;
+use tiercache_testkit::RedisServer;
+
+struct Redis {
+    server: std::sync::Mutex<RedisServer>,
+    url: String,
+    tier: Arc<RedisTier>,
+}
+
+fn options(url: &str) -> RedisOptions {
+    RedisOptions::from_url(url)
+        .unwrap()
+        .command_timeout(Duration::from_millis(500))
+        .reconnect_policy(ReconnectPolicy::new_constant(0, 50))
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let server = RedisServer::start().unwrap();
+        let url = server.url();
+        let tier = Arc::new(RedisTier::connect_with(options(&url)).await.unwrap());
+        Self {
+            server: std::sync::Mutex::new(server),
+            url,
+            tier,
+        }
+    }
+}
+
+impl Transport for Redis {
+    type Bus = RedisBus;
+
+    async fn bus(&self) -> RedisBus {
+        RedisBus::connect_with(RedisBusOptions::new(options(&self.url)))
+            .await
+            .unwrap()
+    }
+
+    fn shared_tier(&self) -> Arc<dyn Tier> {
+        self.tier.clone()
+    }
+
+    async fn outage(&self) {
+        self.server.lock().unwrap().stop();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.server.lock().unwrap().restart().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_reaches_every_other_l1() {
+    bus_suite::a_set_reaches_every_other_l1(&Redis::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_and_clear_reach_every_l1() {
+    bus_suite::prefix_and_clear_reach_every_l1(&Redis::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_do_not_publish() {
+    bus_suite::fills_do_not_publish(&Redis::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_beats_a_racing_load() {
+    bus_suite::an_invalidation_beats_a_racing_load(&Redis::start().await, 1_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_empties_l1_and_the_bus_recovers() {
+    bus_suite::a_gap_empties_l1_and_the_bus_recovers(&Redis::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_updates_carry_their_value() {
+    bus_suite::small_updates_carry_their_value(&Redis::start().await).await;
+}
