@@ -157,10 +157,19 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.5),
     },
     Scenario {
-        name: "invalidation seen by another instance vs raw Pub/Sub",
-        bench: "",
-        source: Source::Pending {
-            why: "the invalidation bus is not on main yet",
+        name: "invalidation: set on A until gone from B's L1 vs raw PUBLISH to receive",
+        bench: "invalidation",
+        source: Source::Criterion {
+            group: "invalidation",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.2),
+    },
+    Scenario {
+        name: "invalidation with Redis L2: set until gone vs raw SET + PUBLISH to receive",
+        bench: "invalidation",
+        source: Source::Criterion {
+            group: "invalidation_with_redis",
         },
         unit: Unit::Nanos,
         target: Target::AtMost(1.2),

@@ -62,6 +62,10 @@ impl<C: Codec> std::fmt::Debug for Cache<C> {
                 &self.inner.tiers.iter().map(Layer::name).collect::<Vec<_>>(),
             )
             .field("codec", &C::NAME)
+            .field(
+                "bus",
+                &self.inner.bus.as_ref().map(|link| link.bus().name()),
+            )
             .finish()
     }
 }
@@ -123,15 +127,20 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// Stores `value` under `key` in every tier, top-down.
+    /// Stores `value` under `key` in every tier, top-down; then, with a bus, tells the other
+    /// instances to drop their L1 copy (or hands them the value, see
+    /// [`BusOptions::updates_up_to`](crate::BusOptions::updates_up_to)).
     ///
     /// Every tier is written even when one fails; the L1 write is kept whatever happens below.
+    /// The message goes out after the shared tiers are written, so an instance that drops its copy
+    /// and reads again finds the new value.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidKey`] (nothing written); [`Error::Encode`] naming the type when the codec
     /// refuses the value (nothing written); otherwise the first tier failure, after all tiers were
-    /// tried.
+    /// tried, or the bus's error when the message could not be sent (the other instances then
+    /// empty their L1 when this instance's next message arrives).
     pub async fn set<T>(&self, key: &str, value: &T, options: impl Into<EntryOptions>) -> Result<()>
     where
         T: Serialize + Clone + Send + Sync + 'static,
@@ -261,34 +270,39 @@ impl<C: Codec> Cache<C> {
         Ok(loaded.map(Arc::unwrap_or_clone))
     }
 
-    /// Removes `key` from every tier. A load of the key in flight meanwhile does not put its
-    /// (older) value back into L1.
+    /// Removes `key` from every tier, and with a bus from every other instance's L1. A load of
+    /// the key in flight meanwhile, here or on another instance, does not put its (older) value
+    /// back into L1.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`]; otherwise the first tier failure, after all tiers were tried.
+    /// [`Error::InvalidKey`]; otherwise the first tier failure, after all tiers were tried, or
+    /// the bus's error.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
         validate_key(key)?;
         self.inner.remove_everywhere(key).await
     }
 
-    /// Removes every key that starts with `prefix` (taken literally) from every tier.
+    /// Removes every key that starts with `prefix` (taken literally) from every tier, and with a
+    /// bus from every other instance's L1.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidKey`] for an empty prefix (use [`clear`](Self::clear)) or one that breaks
-    /// the key rules; otherwise the first tier failure, after all tiers were tried.
+    /// the key rules; otherwise the first tier failure, after all tiers were tried, or the bus's
+    /// error.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<()> {
         validate_key(prefix)?;
         self.inner.remove_prefix_everywhere(prefix).await
     }
 
     /// Removes every entry of this cache: all of L1, and this cache's namespace in the tiers
-    /// below (the whole tier when the cache has no namespace).
+    /// below (the whole tier when the cache has no namespace); with a bus, every other
+    /// instance's L1 too.
     ///
     /// # Errors
     ///
-    /// The first tier failure, after all tiers were tried.
+    /// The first tier failure, after all tiers were tried, or the bus's error.
     pub async fn clear(&self) -> Result<()> {
         self.inner.clear_everywhere().await
     }
@@ -328,7 +342,8 @@ impl<C: Codec> Cache<C> {
             .await
     }
 
-    /// Counters of every tier, top-down, and of the loader.
+    /// Counters of every tier, top-down, of the loader, and of the bus (connected, messages,
+    /// gaps, L1 flushes, time since the last message).
     pub fn stats(&self) -> CacheStats {
         let inner = &*self.inner;
         CacheStats::new(

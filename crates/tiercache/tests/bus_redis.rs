@@ -86,3 +86,41 @@ async fn a_gap_empties_l1_and_the_bus_recovers() {
 async fn small_updates_carry_their_value() {
     bus_suite::small_updates_carry_their_value(&Redis::start().await).await;
 }
+
+/// Garbage on the channel (another program, an old version) is counted and dropped; the
+/// subscription goes on and the next real message is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_are_counted_and_the_bus_goes_on() {
+    let redis = Redis::start().await;
+    let a = bus_suite::Instance::new(&redis, "garbage", tiercache::BusOptions::new()).await;
+    let b = bus_suite::Instance::new(&redis, "garbage", tiercache::BusOptions::new()).await;
+    a.cache
+        .set("k", &1_u64, tiercache::CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    bus_suite::eventually("B received A's write", async || b.bus().received == 1).await;
+    assert_eq!(b.cache.get::<u64>("k").await.unwrap(), Some(1));
+
+    let mut truncated = vec![0xB7_u8, 1, 1, 0];
+    truncated.extend([0xFF; 10]);
+    for payload in ["garbage", "", &String::from_utf8_lossy(&truncated)] {
+        let server = redis.server.lock().unwrap();
+        server
+            .command(&["PUBLISH", "tiercache:bus:garbage", payload])
+            .unwrap();
+    }
+    bus_suite::eventually("B counted three bad messages", async || {
+        b.bus().bad_messages == 3
+    })
+    .await;
+    assert_eq!(b.in_l1("k").await, Some(1), "bad messages change nothing");
+
+    a.cache
+        .set("k", &2_u64, tiercache::CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    bus_suite::eventually("B still applies real messages", async || {
+        b.in_l1("k").await.is_none()
+    })
+    .await;
+}

@@ -1,0 +1,241 @@
+//! How long an invalidation takes to reach another instance, against raw fred Pub/Sub in the same
+//! run, on one current-thread runtime (so the figure is round trips and client work, not thread
+//! wake-ups).
+//!
+//! - `invalidation`: instance A (L1 + bus) runs `set`; the clock stops when the entry is gone
+//!   from instance B's L1 (B's bus handler has applied the message). Baseline: a raw fred
+//!   `PUBLISH` of a message of the same size, until a raw subscriber receives it. Target: median
+//!   at most 1.2x.
+//! - `invalidation_with_redis`: the same with Redis as the shared tier below L1, so `set` writes
+//!   Redis before it publishes (it must: an instance that drops its copy and re-reads has to find
+//!   the new value). Baseline: raw `SET` then `PUBLISH`, until received.
+//!
+//! Each pair runs `ROUNDS` times, alternating; `cargo xtask bench` reports the median of the
+//! per-round ratios. The bench starts its own `redis-server` on a free loopback port.
+#![expect(
+    clippy::expect_used,
+    reason = "a bench that cannot set up has nothing to measure"
+)]
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use tiercache::{
+    Bus, Cache, CacheStrategy, MemoryTier, RedisBus, RedisTier, async_trait,
+    core::{BusEvent, BusHealth, BusMessage, BusSink},
+};
+use tiercache_benches::{Profile, profile};
+use tiercache_redis::fred::{
+    clients::Client,
+    interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
+    prelude::Config,
+    types::{Builder, Message},
+};
+use tiercache_testkit::RedisServer;
+use tokio::{
+    runtime::Runtime,
+    sync::{Notify, broadcast},
+};
+
+const ROUNDS: u32 = 3;
+const KEY: &str = "profile:1";
+
+/// B's bus, wrapped so the bench learns the moment B has applied a message.
+#[derive(Debug)]
+struct Watched {
+    bus: RedisBus,
+    applied: Arc<Notify>,
+}
+
+struct WatchedSink {
+    sink: Arc<dyn BusSink>,
+    applied: Arc<Notify>,
+}
+
+#[async_trait]
+impl BusSink for WatchedSink {
+    async fn deliver(&self, event: BusEvent) {
+        self.sink.deliver(event).await;
+        self.applied.notify_one();
+    }
+}
+
+#[async_trait]
+impl Bus for Watched {
+    fn name(&self) -> &str {
+        self.bus.name()
+    }
+    async fn start(&self, channel: &str, sink: Arc<dyn BusSink>) -> tiercache::Result<()> {
+        let applied = Arc::clone(&self.applied);
+        let sink = Arc::new(WatchedSink { sink, applied });
+        self.bus.start(channel, sink).await
+    }
+    async fn publish(&self, message: &BusMessage) -> tiercache::Result<()> {
+        self.bus.publish(message).await
+    }
+    fn health(&self) -> BusHealth {
+        self.bus.health()
+    }
+}
+
+/// Two instances on one Redis, and a handle on B's L1.
+struct Pair {
+    a: Cache,
+    /// Kept alive for its bus handler; the bench looks at its L1 through `b_l1`.
+    _b: Cache,
+    b_l1: MemoryTier,
+    applied: Arc<Notify>,
+}
+
+async fn pair(url: &str, namespace: &str, with_redis: bool) -> Pair {
+    let applied = Arc::new(Notify::new());
+    let b_l1 = MemoryTier::new(100);
+    let instance = async |l1: MemoryTier, bus: Arc<dyn Bus>| {
+        let mut builder = Cache::builder().namespace(namespace).memory(l1);
+        if with_redis {
+            builder = builder.tier(RedisTier::connect(url).await.expect("connect the tier"));
+        }
+        builder.bus(bus).build().await.expect("build an instance")
+    };
+    let a_bus = RedisBus::connect(url).await.expect("connect A's bus");
+    let b_bus = Watched {
+        bus: RedisBus::connect(url).await.expect("connect B's bus"),
+        applied: Arc::clone(&applied),
+    };
+    let a = instance(MemoryTier::new(100), Arc::new(a_bus)).await;
+    let b = instance(b_l1.clone(), Arc::new(b_bus)).await;
+    Pair {
+        a,
+        _b: b,
+        b_l1,
+        applied,
+    }
+}
+
+/// Puts the value in B's L1 directly (no message), so each measured `set` has something to drop.
+async fn plant_in_b(pair: &Pair, value: &Arc<Profile>) {
+    let entry = tiercache_moka_entry(value);
+    pair.b_l1.insert(KEY, entry).await;
+}
+
+fn tiercache_moka_entry(value: &Arc<Profile>) -> tiercache_moka::MemoryEntry {
+    tiercache_moka::MemoryEntry::new(Arc::clone(value), Instant::now() + Duration::from_secs(600))
+}
+
+/// The time from A's `set` to B having dropped the key, `iters` times.
+async fn set_until_gone(pair: &Pair, iters: u64) -> Duration {
+    let value = Arc::new(profile(1));
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        plant_in_b(pair, &value).await;
+        let started = Instant::now();
+        pair.a
+            .set_arc(KEY, Arc::clone(&value), CacheStrategy::LongTerm)
+            .await
+            .expect("set on A");
+        pair.applied.notified().await;
+        total += started.elapsed();
+        assert!(pair.b_l1.get(KEY).await.is_none(), "B dropped the key");
+    }
+    total
+}
+
+/// Raw fred: a publisher and a subscriber client on their own connections.
+struct Raw {
+    publisher: Client,
+    received: broadcast::Receiver<Message>,
+    _subscriber: Client,
+}
+
+async fn raw(url: &str) -> Raw {
+    let connect = async || {
+        let client = Builder::from_config(Config::from_url(url).expect("url"))
+            .build()
+            .expect("build a client");
+        client.init().await.expect("connect a raw client");
+        client
+    };
+    let publisher = connect().await;
+    let subscriber = connect().await;
+    let received = subscriber.message_rx();
+    subscriber.subscribe("raw:bench").await.expect("subscribe");
+    Raw {
+        publisher,
+        received,
+        _subscriber: subscriber,
+    }
+}
+
+/// The time from a raw (SET and) PUBLISH to the subscriber having the message, `iters` times.
+async fn raw_round_trips(raw: &mut Raw, iters: u64, set_first: Option<&Bytes>) -> Duration {
+    // The size of a bus message that invalidates "bench-x:profile:1".
+    let payload = Bytes::from(vec![0xB7_u8; 28 + 2 + 2 + KEY.len()]);
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let started = Instant::now();
+        if let Some(value) = set_first {
+            let _: () = raw
+                .publisher
+                .set("raw:profile:1", value.clone(), None, None, false)
+                .await
+                .expect("raw SET");
+        }
+        let _: i64 = raw
+            .publisher
+            .publish("raw:bench", payload.clone())
+            .await
+            .expect("raw PUBLISH");
+        black_box(raw.received.recv().await.expect("raw receive"));
+        total += started.elapsed();
+    }
+    total
+}
+
+fn bench(c: &mut Criterion) {
+    let server = RedisServer::start().expect("start redis-server (is it installed?)");
+    let url = server.url();
+    let rt: Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build the runtime");
+    let bus_only = rt.block_on(pair(&url, "bench-bus", false));
+    let with_redis = rt.block_on(pair(&url, "bench-redis", true));
+    let mut raw = rt.block_on(raw(&url));
+    let encoded = Bytes::from(serde_json::to_vec(&profile(1)).expect("encode"));
+
+    for (group_name, pair, set_first) in [
+        ("invalidation", &bus_only, None),
+        ("invalidation_with_redis", &with_redis, Some(&encoded)),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        for round in 1..=ROUNDS {
+            let name = if set_first.is_some() {
+                "raw_fred_set_publish_receive"
+            } else {
+                "raw_fred_publish_receive"
+            };
+            group.bench_with_input(BenchmarkId::new(name, round), &round, |b, _| {
+                b.iter_custom(|iters| rt.block_on(raw_round_trips(&mut raw, iters, set_first)));
+            });
+            group.bench_with_input(BenchmarkId::new("tiercache", round), &round, |b, _| {
+                b.iter_custom(|iters| rt.block_on(set_until_gone(pair, iters)));
+            });
+        }
+        group.finish();
+    }
+    drop(server);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
