@@ -43,13 +43,7 @@ async fn instance(url: &str) -> tiercache::Result<Cache> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep the private server alive until the end of main.
-    let (url, _private_server) = match std::env::var("REDIS_URL") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let server = RedisServer::start()?;
-            (server.url(), Some(server))
-        }
-    };
+    let (url, _private_server) = RedisServer::from_env_or_start()?;
     println!("Redis at {url}");
 
     // Two instances of a service, each with its own L1, sharing Redis.

@@ -38,6 +38,22 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// The Redis an example should use: `REDIS_URL` when it is set (and no server of ours),
+    /// otherwise a private server started here, which lives as long as the returned value.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), when a private server is needed.
+    pub fn from_env_or_start() -> io::Result<(String, Option<Self>)> {
+        match std::env::var("REDIS_URL") {
+            Ok(url) => Ok((url, None)),
+            Err(_) => {
+                let server = Self::start()?;
+                Ok((server.url(), Some(server)))
+            }
+        }
+    }
+
     /// Starts a server with extra `redis-server` arguments (for example cluster mode).
     ///
     /// # Errors
