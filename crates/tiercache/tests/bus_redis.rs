@@ -124,3 +124,79 @@ async fn bad_messages_are_counted_and_the_bus_goes_on() {
     })
     .await;
 }
+
+/// Only the subscriber connections die (the server and its data stay): the bus reconnects,
+/// subscribes again, reports the gap, and invalidation works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscriber_connection_resubscribes_and_reports_the_gap() {
+    let redis = Redis::start().await;
+    let all = bus_suite::instances(&redis, "killed", 2).await;
+    all[0]
+        .cache
+        .set("k", &1_u64, tiercache::CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    bus_suite::warm(&all, "k", 1).await;
+
+    let killed = redis
+        .server
+        .lock()
+        .unwrap()
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .unwrap();
+    assert_eq!(
+        killed.trim().trim_start_matches(":"),
+        "2",
+        "one subscriber per instance"
+    );
+    for instance in &all {
+        bus_suite::eventually("the bus resubscribed and reported the gap", async || {
+            let stats = instance.bus();
+            stats.reconnects >= 1 && stats.gaps >= 1 && stats.connected
+        })
+        .await;
+        assert_eq!(instance.in_l1("k").await, None, "L1 emptied after the gap");
+    }
+    bus_suite::warm(&all, "k", 1).await;
+    bus_suite::write_and_expect_others_to_drop(&all, 0, "k", 1, 2).await;
+}
+
+/// The bus on a three-primary cluster: PUBLISH reaches subscribers on every node.
+struct Cluster {
+    cluster: tiercache_testkit::RedisCluster,
+    tier: Arc<RedisTier>,
+}
+
+impl Transport for Cluster {
+    type Bus = RedisBus;
+
+    async fn bus(&self) -> RedisBus {
+        RedisBus::connect_with(RedisBusOptions::new(options(&self.cluster.url())))
+            .await
+            .unwrap()
+    }
+
+    fn shared_tier(&self) -> Arc<dyn Tier> {
+        self.tier.clone()
+    }
+
+    async fn outage(&self) {
+        for node in self.cluster.nodes() {
+            node.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_on_a_cluster() {
+    let cluster = tiercache_testkit::RedisCluster::start().unwrap();
+    let tier = Arc::new(
+        RedisTier::connect_with(options(&cluster.url()))
+            .await
+            .unwrap(),
+    );
+    let transport = Cluster { cluster, tier };
+    bus_suite::a_set_reaches_every_other_l1(&transport).await;
+    bus_suite::prefix_and_clear_reach_every_l1(&transport).await;
+    bus_suite::a_gap_empties_l1_and_the_bus_recovers(&transport).await;
+}

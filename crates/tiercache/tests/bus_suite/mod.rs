@@ -74,7 +74,11 @@ impl Instance {
     }
 }
 
-async fn instances<T: Transport>(transport: &T, namespace: &str, count: usize) -> Vec<Instance> {
+pub(crate) async fn instances<T: Transport>(
+    transport: &T,
+    namespace: &str,
+    count: usize,
+) -> Vec<Instance> {
     let mut all = Vec::with_capacity(count);
     for _ in 0..count {
         all.push(Instance::new(transport, namespace, BusOptions::new()).await);
@@ -106,7 +110,7 @@ pub(crate) async fn settle(all: &[Instance]) {
 }
 
 /// Reads `key` into every instance's L1 (from the shared tier), once earlier messages are in.
-async fn warm(all: &[Instance], key: &str, expected: u64) {
+pub(crate) async fn warm(all: &[Instance], key: &str, expected: u64) {
     settle(all).await;
     for instance in all {
         assert_eq!(
@@ -123,7 +127,7 @@ async fn warm(all: &[Instance], key: &str, expected: u64) {
 
 /// `writer` sets `key` from `old` to `new`: every other instance drops its `old` L1 copy and
 /// then reads `new`.
-async fn write_and_expect_others_to_drop(
+pub(crate) async fn write_and_expect_others_to_drop(
     all: &[Instance],
     writer: usize,
     key: &str,
