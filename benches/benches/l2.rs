@@ -12,11 +12,7 @@
     reason = "a bench that cannot set up has nothing to measure"
 )]
 
-use std::{
-    hint::black_box,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{hint::black_box, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -84,34 +80,18 @@ async fn raw_get(pool: &Pool, key: &str) -> Option<Profile> {
     serde_json::from_slice(&bytes?).ok()
 }
 
-/// `iters` reads spread over `TASKS` tasks; returns the wall time of the whole batch.
+/// `iters` reads spread over `TASKS` tasks, each reading keys in its own order.
 fn concurrent<F, Fut>(rt: &Runtime, iters: u64, read: F) -> Duration
 where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let per_task = iters.div_ceil(TASKS as u64);
-    rt.block_on(async move {
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let read = read.clone();
-                tokio::spawn(async move {
-                    for i in 0..per_task {
-                        let index = (task as u64 * 7919 + i) % KEYS as u64;
-                        let index = usize::try_from(index).unwrap_or(0);
-                        black_box(read(index).await);
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("bench task");
+    tiercache_benches::concurrent(rt, iters, TASKS, move |task, call| {
+        let read = read.clone();
+        async move {
+            let index = (task * 7919 + call) % KEYS as u64;
+            black_box(read(usize::try_from(index).unwrap_or(0)).await);
         }
-        // Scale back to `iters` reads when rounding gave each task one more.
-        started
-            .elapsed()
-            .mul_f64(iters as f64 / (per_task * TASKS as u64) as f64)
     })
 }
 

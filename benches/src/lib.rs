@@ -48,3 +48,46 @@ pub fn shuffled_keys(count: usize) -> Vec<String> {
     }
     keys
 }
+
+/// Runs `iters` calls of `op` spread over `tasks` concurrent tasks on `rt` and returns the wall
+/// time of the whole batch, scaled back to `iters` calls when rounding gave each task one more.
+/// `op` gets the task's number and the call's number within the task.
+///
+/// # Panics
+///
+/// When a task panics: a bench with a broken task has nothing to report.
+pub fn concurrent<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    tasks: usize,
+    op: F,
+) -> std::time::Duration
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let per_task = iters.div_ceil(tasks as u64);
+    rt.block_on(async move {
+        let started = std::time::Instant::now();
+        let handles: Vec<_> = (0..tasks as u64)
+            .map(|task| {
+                let op = op.clone();
+                tokio::spawn(async move {
+                    for call in 0..per_task {
+                        op(task, call).await;
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            #[expect(
+                clippy::expect_used,
+                reason = "documented: a broken task ends the bench"
+            )]
+            handle.await.expect("bench task");
+        }
+        started
+            .elapsed()
+            .mul_f64(iters as f64 / (per_task * tasks as u64) as f64)
+    })
+}

@@ -76,13 +76,11 @@ enum Source {
     Criterion { group: &'static str },
     /// A JSON file a custom bench writes into `target/tiercache-bench`.
     Json { file: &'static str },
-    /// The part it measures is not on main yet.
-    Pending { why: &'static str },
 }
 
 struct Scenario {
     name: &'static str,
-    /// The bench binary under `benches/benches/`; empty for a pending scenario.
+    /// The bench binary under `benches/benches/`.
     bench: &'static str,
     source: Source,
     unit: Unit,
@@ -175,10 +173,19 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.2),
     },
     Scenario {
-        name: "stream publish and publish-to-consume vs raw XADD/XREAD",
-        bench: "",
-        source: Source::Pending {
-            why: "the streams adapter is not on main yet",
+        name: "stream publish, 64 concurrent tasks (per publish) vs raw XADD",
+        bench: "streams",
+        source: Source::Criterion {
+            group: "streams_publish",
+        },
+        unit: Unit::Nanos,
+        target: Target::ThroughputAtLeast(0.9),
+    },
+    Scenario {
+        name: "stream publish to blocked reader, decoded, vs raw XADD/XREAD",
+        bench: "streams",
+        source: Source::Criterion {
+            group: "streams_latency",
         },
         unit: Unit::Nanos,
         target: Target::AtMost(1.2),
@@ -295,7 +302,6 @@ fn group_of(scenario: &Scenario) -> &'static str {
     match scenario.source {
         Source::Criterion { group } => group,
         Source::Json { file } => file,
-        Source::Pending { .. } => "",
     }
 }
 
@@ -310,7 +316,6 @@ fn forget_old_results(scenarios: &[&Scenario], bench: &str) {
         let stale = match scenario.source {
             Source::Criterion { group } => run::root().join("target").join("criterion").join(group),
             Source::Json { file } => results_dir().join(format!("{file}.json")),
-            Source::Pending { .. } => continue,
         };
         // Nothing to remove on a first run.
         let _ = if stale.is_dir() {
@@ -324,7 +329,6 @@ fn forget_old_results(scenarios: &[&Scenario], bench: &str) {
 /// The two figures of a scenario: (tiercache, baseline, baseline's name).
 fn figures(scenario: &Scenario) -> Result<(f64, f64, String), &'static str> {
     match scenario.source {
-        Source::Pending { why } => Err(why),
         Source::Criterion { group } => criterion_figures(scenario.target, group),
         Source::Json { file } => {
             let text = std::fs::read_to_string(results_dir().join(format!("{file}.json")))

@@ -2,11 +2,17 @@
 
 use std::time::Duration;
 
-use fred::types::{
-    Builder,
-    config::{Config, ReconnectPolicy},
+use fred::{
+    clients::{Client, Pool},
+    interfaces::ClientLike,
+    types::{
+        Builder,
+        config::{Config, ReconnectPolicy},
+    },
 };
 use tiercache_core::{Error, Result};
+
+use crate::error::{from_fred, timed_out};
 
 /// Connection and behaviour options for a [`RedisTier`](crate::RedisTier).
 ///
@@ -119,9 +125,54 @@ impl RedisOptions {
         builder
     }
 
+    /// A connected pool of [`pool_size`](Self::pool_size) connections, as the tier uses.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] or [`Error::Timeout`] (named after [`name`](Self::name)) when the
+    /// server cannot be reached within the connect timeout.
+    pub async fn connect_pool(&self) -> Result<Pool> {
+        let pool = self
+            .fred_builder()
+            .build_pool(self.pool_size)
+            .map_err(|err| from_fred(&self.name, None, err))?;
+        self.wait_connected(pool.init()).await?;
+        Ok(pool)
+    }
+
+    /// One connected client: for a connection of its own, such as one a blocking command holds.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_pool`](Self::connect_pool).
+    pub async fn connect_client(&self) -> Result<Client> {
+        let client = self
+            .fred_builder()
+            .build()
+            .map_err(|err| from_fred(&self.name, None, err))?;
+        self.wait_connected(client.init()).await?;
+        Ok(client)
+    }
+
+    async fn wait_connected<T>(
+        &self,
+        init: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<()> {
+        match tokio::time::timeout(self.connect_timeout, init).await {
+            Ok(Ok(_connection_task)) => Ok(()),
+            Ok(Err(err)) => Err(from_fred(&self.name, None, err)),
+            Err(_elapsed) => Err(timed_out(&self.name, None)),
+        }
+    }
+
     /// How long connecting may take at start-up.
     pub fn connect_timeout_value(&self) -> Duration {
         self.connect_timeout
+    }
+
+    /// How long one command may take.
+    pub fn command_timeout_value(&self) -> Duration {
+        self.command_timeout
     }
 
     /// The name given with [`name`](Self::name).

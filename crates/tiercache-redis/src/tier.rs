@@ -56,6 +56,7 @@ struct Inner {
     key_prefix: String,
     command_timeout: Duration,
     clustered: bool,
+    options: RedisOptions,
 }
 
 impl Drop for Inner {
@@ -97,24 +98,23 @@ impl RedisTier {
     pub async fn connect_with(options: RedisOptions) -> Result<Self> {
         let clustered = options.config.server.is_clustered();
         let command_timeout = options.command_timeout;
-        let pool = options
-            .fred_builder()
-            .build_pool(options.pool_size)
-            .map_err(|err| from_fred(&options.name, None, err))?;
-        match tokio::time::timeout(options.connect_timeout, pool.init()).await {
-            Ok(Ok(_connection_task)) => {}
-            Ok(Err(err)) => return Err(from_fred(&options.name, None, err)),
-            Err(_elapsed) => return Err(timed_out(&options.name, None)),
-        }
+        let pool = options.connect_pool().await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                name: options.name,
-                key_prefix: options.key_prefix,
+                name: options.name.clone(),
+                key_prefix: options.key_prefix.clone(),
                 command_timeout,
                 clustered,
+                options,
             }),
         })
+    }
+
+    /// The options the tier was connected with: give them to the bus or the streams adapter so
+    /// every connection of a service reaches Redis alike.
+    pub fn options(&self) -> &RedisOptions {
+        &self.inner.options
     }
 
     /// The fred pool underneath, for commands tiercache does not issue. fred types are exposed

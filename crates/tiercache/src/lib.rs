@@ -47,6 +47,7 @@
 //! | `moka` | yes | the typed L1 [`MemoryTier`] and the bytes tier [`MokaTier`] |
 //! | `redis` | yes | the shared tier [`RedisTier`] (on fred) |
 //! | `bus` | no | [`RedisBus`]: the invalidation bus on Redis Pub/Sub, keeping every instance's L1 coherent |
+//! | `streams` | no | [`Streams`]: Redis Streams with typed events and consumer groups |
 //! | `tls` | no | `rediss://` URLs for the Redis tier and bus (rustls) |
 //!
 //! The [`JsonCodec`] (serde_json) is always available and is the default codec; another codec is
@@ -81,10 +82,17 @@ pub use tiercache_core::{
 pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};
 #[cfg(feature = "redis")]
 pub use tiercache_redis::{RedisOptions, RedisTier};
+/// The Redis Streams adapter: typed events and consumer groups (`streams` feature). Connect it
+/// with [`Streams::from_tier`](tiercache_streams::Streams::from_tier) to share the Redis tier's
+/// pool and options.
+#[cfg(feature = "streams")]
+pub use tiercache_streams as streams;
+#[cfg(feature = "streams")]
+pub use tiercache_streams::Streams;
 
 /// The README's examples, compiled and run as doc tests so the README stays true (they use
 /// every feature, so they run under `--all-features`, as `cargo xtask test` does).
-#[cfg(all(doctest, feature = "bus"))]
+#[cfg(all(doctest, feature = "bus", feature = "streams"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeExample;
 

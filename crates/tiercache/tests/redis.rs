@@ -219,3 +219,37 @@ async fn a_frozen_redis_costs_at_most_the_timeout_and_then_nothing() {
     );
     server.resume().unwrap();
 }
+
+/// The streams adapter shares the Redis tier's pool and options, and a consumer group's event
+/// can drive an invalidation: the pattern the adapter is for.
+#[cfg(feature = "streams")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_share_the_tier_and_drive_invalidation() {
+    use futures_util::StreamExt;
+    use tiercache::streams::{GroupStart, Streams};
+
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let cache = cache_over(&redis, Duration::from_secs(5)).await;
+    cache
+        .set("price:lamp", &4_900_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+
+    let streams = Streams::from_tier(&redis);
+    let changes = streams.typed::<String>("price-changes");
+    let worker = changes.group("invalidator", "w1").await.unwrap();
+    worker.create(GroupStart::New).await.unwrap();
+    changes.publish(&"price:lamp".to_owned()).await.unwrap();
+
+    let mut events = Box::pin(worker.clone().events());
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    cache.invalidate(&event.value).await.unwrap();
+    worker.ack(&[event.id]).await.unwrap();
+    assert_eq!(cache.get::<u64>("price:lamp").await.unwrap(), None);
+    assert_eq!(worker.pending().await.unwrap().count, 0);
+}
