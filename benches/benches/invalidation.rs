@@ -27,7 +27,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tiercache::{
     Bus, Cache, CacheStrategy, MemoryTier, RedisBus, RedisTier, async_trait,
-    core::{BusEvent, BusHealth, BusMessage, BusSink},
+    core::{BusEvent, BusHealth, BusMessage, BusScope, BusSink},
 };
 use tiercache_benches::{Profile, profile};
 use tiercache_redis::fred::{
@@ -70,10 +70,10 @@ impl Bus for Watched {
     fn name(&self) -> &str {
         self.bus.name()
     }
-    async fn start(&self, channel: &str, sink: Arc<dyn BusSink>) -> tiercache::Result<()> {
+    async fn start(&self, scope: BusScope<'_>, sink: Arc<dyn BusSink>) -> tiercache::Result<()> {
         let applied = Arc::clone(&self.applied);
         let sink = Arc::new(WatchedSink { sink, applied });
-        self.bus.start(channel, sink).await
+        self.bus.start(scope, sink).await
     }
     async fn publish(&self, message: &BusMessage) -> tiercache::Result<()> {
         self.bus.publish(message).await

@@ -25,8 +25,20 @@
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "redis")]
+mod options;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "streams")]
+mod stream;
+#[cfg(feature = "tracking")]
+mod tracking;
 pub mod wire;
 
 #[cfg(feature = "redis")]
-pub use redis::{RedisBus, RedisBusOptions};
+pub use options::RedisBusOptions;
+#[cfg(feature = "redis")]
+pub use redis::RedisBus;
+#[cfg(feature = "streams")]
+pub use stream::RedisStreamBus;
+#[cfg(feature = "tracking")]
+pub use tracking::RedisTrackingBus;

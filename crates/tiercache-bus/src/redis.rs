@@ -16,69 +16,16 @@ use fred::{
     interfaces::{ClientLike, EventInterface, PubsubInterface},
     types::{Message, Value},
 };
-use tiercache_core::{Bus, BusEvent, BusHealth, BusMessage, BusSink, Error, GapReason, Result};
+use tiercache_core::{
+    Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, Error, GapReason, Result,
+};
 use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
 
-use tiercache_redis::RedisOptions;
-
-use crate::wire;
-
-/// How the bus reaches Redis: the same [`RedisOptions`] as the Redis tier (servers, timeouts,
-/// reconnect policy; its pool size and key prefix do not apply), plus the bus's own settings.
-///
-/// ```
-/// use std::time::Duration;
-/// use tiercache_bus::RedisBusOptions;
-/// use tiercache_redis::RedisOptions;
-///
-/// let redis = RedisOptions::from_url("redis://127.0.0.1:6379")?
-///     .command_timeout(Duration::from_millis(250));
-/// let options = RedisBusOptions::new(redis).receive_buffer(8_192);
-/// # let _ = options;
-/// # Ok::<(), tiercache_core::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RedisBusOptions {
-    redis: RedisOptions,
-    receive_buffer: usize,
-    name: String,
-}
-
-impl RedisBusOptions {
-    /// Bus options on these connection options.
-    pub fn new(redis: RedisOptions) -> Self {
-        Self {
-            redis,
-            receive_buffer: 4_096,
-            name: "redis-pubsub".to_owned(),
-        }
-    }
-
-    /// Bus options for the server(s) named by `url`, with default connection options.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] when fred cannot parse the URL.
-    pub fn from_url(url: &str) -> Result<Self> {
-        RedisOptions::from_url(url).map(Self::new)
-    }
-
-    /// Messages received but not yet applied that the bus holds before it falls behind; falling
-    /// behind is reported as a gap (L1 is emptied). Default: 4096.
-    #[must_use]
-    pub fn receive_buffer(mut self, messages: usize) -> Self {
-        self.receive_buffer = messages.max(1);
-        self
-    }
-
-    /// The name in stats and errors. Default: `"redis-pubsub"`.
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-}
+use crate::{
+    RedisBusOptions,
+    options::{from_fred, timed_out},
+    wire,
+};
 
 /// The invalidation bus on Redis Pub/Sub.
 ///
@@ -157,11 +104,12 @@ impl RedisBus {
     ///
     /// As [`connect`](Self::connect).
     pub async fn connect_with(options: RedisBusOptions) -> Result<Self> {
-        let publisher = client(&options, 32)?;
-        let subscriber = client(&options, options.receive_buffer)?;
-        let name = options.name.clone();
+        let name = options.name_or("redis-pubsub");
+        let publisher = client(&options, &name, 32)?;
+        let subscriber = client(&options, &name, options.receive_buffer)?;
         let connect = async {
-            tokio::try_join!(publisher.init(), subscriber.init()).map_err(|err| backend(&name, err))
+            tokio::try_join!(publisher.init(), subscriber.init())
+                .map_err(|err| from_fred(&name, err))
         };
         match tokio::time::timeout(options.redis.connect_timeout_value(), connect).await {
             Ok(Ok(_connection_tasks)) => {}
@@ -183,24 +131,10 @@ impl RedisBus {
     }
 }
 
-fn client(options: &RedisBusOptions, broadcast_capacity: usize) -> Result<Client> {
+fn client(options: &RedisBusOptions, name: &str, broadcast_capacity: usize) -> Result<Client> {
     let mut builder = options.redis.fred_builder();
     builder.with_performance_config(|perf| perf.broadcast_channel_capacity = broadcast_capacity);
-    builder.build().map_err(|err| backend(&options.name, err))
-}
-
-fn backend(name: &str, err: fred::error::Error) -> Error {
-    if *err.kind() == fred::error::ErrorKind::Timeout {
-        return timed_out(name);
-    }
-    Error::backend(name, None, err)
-}
-
-fn timed_out(name: &str) -> Error {
-    Error::Timeout {
-        what: name.to_owned(),
-        key: None,
-    }
+    builder.build().map_err(|err| from_fred(name, err))
 }
 
 #[async_trait]
@@ -209,7 +143,8 @@ impl Bus for RedisBus {
         &self.shared.name
     }
 
-    async fn start(&self, channel: &str, sink: Arc<dyn BusSink>) -> Result<()> {
+    async fn start(&self, scope: BusScope<'_>, sink: Arc<dyn BusSink>) -> Result<()> {
+        let channel = scope.channel;
         let shared = &self.shared;
         if shared.channel.set(channel.to_owned()).is_err() {
             return Err(Error::Config(format!(
@@ -224,7 +159,7 @@ impl Bus for RedisBus {
             .subscriber
             .subscribe(channel)
             .await
-            .map_err(|err| backend(&shared.name, err))?;
+            .map_err(|err| from_fred(&shared.name, err))?;
         shared.subscribed.store(true, Ordering::SeqCst);
         let listener = Listener {
             shared: Arc::downgrade(shared),
@@ -252,7 +187,7 @@ impl Bus for RedisBus {
             .publisher
             .publish::<i64, _, _>(channel.as_str(), payload)
             .await
-            .map_err(|err| backend(&shared.name, err))?;
+            .map_err(|err| from_fred(&shared.name, err))?;
         Ok(())
     }
 

@@ -112,6 +112,28 @@ pub enum GapReason {
     SenderLost,
 }
 
+/// What a cache tells its transport when it starts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusScope<'a> {
+    /// The channel (or stream key) the cache's instances share: derived from the namespace
+    /// unless the bus options name one.
+    pub channel: &'a str,
+    /// The prefix the cache puts before every key in the tiers below L1 (`"<namespace>:"`, or
+    /// empty): a transport that learns of changes from the shared tier itself strips it.
+    pub key_prefix: &'a str,
+}
+
+impl<'a> BusScope<'a> {
+    /// A scope for `channel` and `key_prefix`.
+    pub fn new(channel: &'a str, key_prefix: &'a str) -> Self {
+        Self {
+            channel,
+            key_prefix,
+        }
+    }
+}
+
 /// Where a transport delivers what it receives: the cache implements this.
 #[async_trait]
 pub trait BusSink: Send + Sync {
@@ -155,16 +177,17 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// The transport's name, for stats and logs.
     fn name(&self) -> &str;
 
-    /// Subscribes to `channel` and starts delivering to `sink`. Returns once subscribed, so a
-    /// message published after `start` returns is received.
+    /// Subscribes to the scope's channel and starts delivering to `sink`. Returns once
+    /// subscribed, so a message published after `start` returns is received.
     ///
     /// # Errors
     ///
     /// [`crate::Error::Backend`] or [`crate::Error::Timeout`] when the subscription cannot be made;
     /// [`crate::Error::Config`] when called twice.
-    async fn start(&self, channel: &str, sink: Arc<dyn BusSink>) -> Result<()>;
+    async fn start(&self, scope: BusScope<'_>, sink: Arc<dyn BusSink>) -> Result<()>;
 
-    /// Sends `message` on the channel given to [`start`](Self::start).
+    /// Sends `message` on the channel given to [`start`](Self::start). A transport that learns of
+    /// changes from the shared tier itself may send nothing.
     ///
     /// # Errors
     ///
@@ -181,8 +204,8 @@ impl<B: Bus + ?Sized> Bus for Arc<B> {
     fn name(&self) -> &str {
         (**self).name()
     }
-    async fn start(&self, channel: &str, sink: Arc<dyn BusSink>) -> Result<()> {
-        (**self).start(channel, sink).await
+    async fn start(&self, scope: BusScope<'_>, sink: Arc<dyn BusSink>) -> Result<()> {
+        (**self).start(scope, sink).await
     }
     async fn publish(&self, message: &BusMessage) -> Result<()> {
         (**self).publish(message).await

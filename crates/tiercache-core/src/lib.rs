@@ -34,7 +34,9 @@ mod tier;
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 
-pub use bus::{Bus, BusEvent, BusHealth, BusMessage, BusSink, GapReason, InstanceId, Invalidation};
+pub use bus::{
+    Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, GapReason, InstanceId, Invalidation,
+};
 pub use bus_stats::{BusCounters, BusStats};
 pub use codec::{Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec};
 pub use entry::Entry;

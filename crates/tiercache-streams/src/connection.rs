@@ -104,6 +104,19 @@ pub(crate) struct Dedicated {
 }
 
 impl Dedicated {
+    /// Notifications of this connection coming back after a drop.
+    pub(crate) fn reconnections(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<fred::types::config::Server> {
+        use fred::interfaces::EventInterface;
+        self.client.reconnect_rx()
+    }
+
+    /// Whether the connection is up right now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
     /// The client, with a timeout that lets a command block for `block` and still answer.
     pub(crate) fn blocking_for(&self, block: Duration) -> fred::clients::WithOptions<Client> {
         self.client.with_options(&Options {

@@ -170,6 +170,23 @@ impl FieldStream {
         self.exists_if_empty(entries).await
     }
 
+    /// Whether the entry `id` is still in the stream (not trimmed or deleted).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Redis`], [`StreamError::Timeout`], [`StreamError::BadReply`].
+    pub async fn contains(&self, id: EntryId) -> Result<bool, StreamError> {
+        let text = id.to_string();
+        let reply: Value = self
+            .streams
+            .pool()
+            .xrange(&*self.key, &*text, &*text, Some(1))
+            .await
+            .map_err(|err| self.fred_error("XRANGE", err))?;
+        let entries = reply::entries(reply).map_err(|err| self.bad_reply("XRANGE", err))?;
+        Ok(!entries.is_empty())
+    }
+
     /// The id of the newest entry; [`EntryId::ZERO`] for an empty or missing stream.
     ///
     /// # Errors
@@ -287,6 +304,17 @@ impl FieldReader {
             .await
             .map_err(|err| stream.fred_error("XREAD", err))?;
         reply::read(reply, &stream.key).map_err(|err| stream.bad_reply("XREAD", err))
+    }
+
+    /// Notifications that this reader's connection came back after a drop (fred reconnects by
+    /// itself): a reader that must not miss entries checks what it may have missed meanwhile.
+    pub fn reconnections(&self) -> tokio::sync::broadcast::Receiver<fred::types::config::Server> {
+        self.connection.reconnections()
+    }
+
+    /// Whether this reader's connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_connected()
     }
 
     /// Every entry from `from` on, as a `Stream` that waits for new ones and never ends by

@@ -6,7 +6,7 @@ use std::sync::{
 };
 
 use tiercache_core::{
-    Bus, BusEvent, BusHealth, BusMessage, BusSink, Error, GapReason, Result, async_trait,
+    Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, Error, GapReason, Result, async_trait,
 };
 use tokio::sync::mpsc;
 
@@ -94,10 +94,10 @@ impl Bus for LocalBus {
         "local"
     }
 
-    async fn start(&self, channel: &str, sink: Arc<dyn BusSink>) -> Result<()> {
+    async fn start(&self, scope: BusScope<'_>, sink: Arc<dyn BusSink>) -> Result<()> {
         let (queue, mut received) = mpsc::unbounded_channel();
         let member = Arc::new(Member {
-            channel: channel.to_owned(),
+            channel: scope.channel.to_owned(),
             queue,
             connected: AtomicBool::new(true),
             missed: AtomicBool::new(false),

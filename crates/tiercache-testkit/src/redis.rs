@@ -140,6 +140,35 @@ impl RedisServer {
         command(self.port, words)
     }
 
+    /// Sends a command whose reply is one bulk string (`CLIENT LIST`, `INFO`) and returns it.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be reached or the reply is not a bulk string.
+    pub fn bulk_command(&self, words: &[&str]) -> io::Result<String> {
+        bulk_command(self.port, words)
+    }
+
+    /// Kills the client connections whose last command was `command` (for example `xread`, the
+    /// blocking readers), and returns how many.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be reached.
+    pub fn kill_clients_running(&self, command_name: &str) -> io::Result<usize> {
+        let list = self.bulk_command(&["CLIENT", "LIST"])?;
+        let wanted = format!("cmd={command_name}");
+        let ids: Vec<&str> = list
+            .lines()
+            .filter(|line| line.split(' ').any(|field| field == wanted))
+            .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+            .collect();
+        for id in &ids {
+            command(self.port, &["CLIENT", "KILL", "ID", id])?;
+        }
+        Ok(ids.len())
+    }
+
     fn signal(&self, signal: &str) -> io::Result<()> {
         let pid = self
             .pid()
@@ -277,17 +306,22 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// Waits until every node reports `cluster_state:ok` and sees every other node connected:
+    /// before that, a PUBLISH may not yet travel the cluster bus to every node.
     fn wait_until_ok(&self) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &self.nodes {
             loop {
                 let info = cluster_info(node.port).unwrap_or_default();
-                if info.contains("cluster_state:ok") {
+                let nodes = bulk_command(node.port, &["CLUSTER", "NODES"]).unwrap_or_default();
+                let links_up = nodes.lines().count() == self.nodes.len()
+                    && nodes.lines().all(|line| line.contains(" connected"));
+                if info.contains("cluster_state:ok") && links_up {
                     break;
                 }
                 if Instant::now() > deadline {
                     return Err(io::Error::other(
-                        "the cluster did not reach cluster_state:ok",
+                        "the cluster did not reach cluster_state:ok with every link up",
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -340,21 +374,31 @@ fn command(port: u16, words: &[&str]) -> io::Result<String> {
     Ok(line.trim_end().to_owned())
 }
 
-/// `CLUSTER INFO` as text.
-fn cluster_info(port: u16) -> io::Result<String> {
+/// Sends a command and reads its bulk-string reply (`CLUSTER INFO`, `CLIENT LIST`) as text.
+fn bulk_command(port: u16, words: &[&str]) -> io::Result<String> {
     let mut stream = connect(port)?;
-    stream.write_all(b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")?;
+    let mut request = format!("*{}\r\n", words.len());
+    for word in words {
+        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+    }
+    stream.write_all(request.as_bytes())?;
     let mut reader = BufReader::new(stream);
     let mut header = String::new();
     reader.read_line(&mut header)?;
     let len: usize = header
-        .trim_start_matches('$')
+        .strip_prefix('$')
+        .ok_or_else(|| io::Error::other(format!("not a bulk reply: {}", header.trim_end())))?
         .trim_end()
         .parse()
         .map_err(io::Error::other)?;
     let mut body = vec![0; len];
     std::io::Read::read_exact(&mut reader, &mut body)?;
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `CLUSTER INFO` as text.
+fn cluster_info(port: u16) -> io::Result<String> {
+    bulk_command(port, &["CLUSTER", "INFO"])
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use tiercache_core::{
-    Bus, CacheStrategy, Codec, DEFAULT_TTL, Envelope, Error, JsonCodec, LoadCounters, Namespace,
-    Result, Tier,
+    Bus, BusScope, CacheStrategy, Codec, DEFAULT_TTL, Envelope, Error, JsonCodec, LoadCounters,
+    Namespace, Result, Tier,
 };
 
 use crate::{
@@ -198,7 +198,8 @@ impl<C: Codec> CacheBuilder<C> {
             let receiver = Arc::new(Receiver {
                 inner: Arc::downgrade(&inner),
             });
-            link.bus().start(&channel, receiver).await?;
+            let scope = BusScope::new(&channel, inner.namespace.prefix());
+            link.bus().start(scope, receiver).await?;
         }
         Ok(Cache { inner })
     }

@@ -46,7 +46,7 @@
 //! |---|---|---|
 //! | `moka` | yes | the typed L1 [`MemoryTier`] and the bytes tier [`MokaTier`] |
 //! | `redis` | yes | the shared tier [`RedisTier`] (on fred) |
-//! | `bus` | no | [`RedisBus`]: the invalidation bus on Redis Pub/Sub, keeping every instance's L1 coherent |
+//! | `bus` | no | the invalidation bus, keeping every instance's L1 coherent: [`RedisBus`] (Pub/Sub) and [`RedisTrackingBus`] (server-assisted tracking); with `streams` also [`RedisStreamBus`] (replayable) |
 //! | `streams` | no | [`Streams`]: Redis Streams with typed events and consumer groups |
 //! | `tls` | no | `rediss://` URLs for the Redis tier and bus (rustls) |
 //!
@@ -72,8 +72,10 @@ pub use builder::CacheBuilder;
 pub use bus::BusOptions;
 pub use cache::Cache;
 pub use options::TierOptions;
+#[cfg(all(feature = "bus", feature = "streams"))]
+pub use tiercache_bus::RedisStreamBus;
 #[cfg(feature = "bus")]
-pub use tiercache_bus::{RedisBus, RedisBusOptions};
+pub use tiercache_bus::{RedisBus, RedisBusOptions, RedisTrackingBus};
 pub use tiercache_core::{
     BoxError, Bus, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec, Entry,
     EntryOptions, Error, JsonCodec, MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
