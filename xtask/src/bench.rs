@@ -173,6 +173,24 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.2),
     },
     Scenario {
+        name: "stream bus: set on A until gone from B's L1 vs raw PUBLISH to receive",
+        bench: "invalidation",
+        source: Source::Criterion {
+            group: "invalidation_stream",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.5),
+    },
+    Scenario {
+        name: "tracking bus (Redis L2): set until gone vs raw PUBLISH to receive",
+        bench: "invalidation",
+        source: Source::Criterion {
+            group: "invalidation_tracking",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.5),
+    },
+    Scenario {
         name: "stream publish, 64 concurrent tasks (per publish) vs raw XADD",
         bench: "streams",
         source: Source::Criterion {

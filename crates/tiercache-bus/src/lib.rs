@@ -1,9 +1,15 @@
-//! The invalidation bus of tiercache: the wire message, and (with the `redis` feature, on by
-//! default) a transport on Redis Pub/Sub.
+//! The invalidation bus of tiercache: the wire message, and transports that carry it between
+//! cache instances.
 //!
 //! Every cache instance publishes what it changed ([`tiercache_core::Invalidation`]) and drops
 //! from its L1 what the others changed. The facade does the publishing and applying; this crate
-//! carries the messages.
+//! carries the messages. Transports, each a [`tiercache_core::Bus`]:
+//!
+//! | transport | feature | a message sent while an instance is away | a reconnect costs |
+//! |---|---|---|---|
+//! | `RedisBus` (Pub/Sub) | `redis` (default) | lost | all of L1 |
+//! | `RedisStreamBus` (a Redis Stream) | `streams` | replayed, in stream-id order | nothing, unless the position was trimmed away |
+//! | `RedisTrackingBus` (`CLIENT TRACKING BCAST`) | `tracking` | lost; reports writes by any client | all of L1 |
 //!
 //! ```
 //! use tiercache_bus::wire;
