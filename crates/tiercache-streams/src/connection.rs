@@ -25,6 +25,20 @@ pub struct Streams {
 struct Shared {
     pool: Pool,
     options: RedisOptions,
+    /// Whether the pool was opened here (and is closed here), or borrowed from a Redis tier.
+    owns_pool: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Stop the reconnect loops of a pool nobody holds any more; a tier's pool is the tier's.
+        if self.owns_pool
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let pool = self.pool.clone();
+            runtime.spawn(async move { pool.quit().await });
+        }
+    }
 }
 
 impl fmt::Debug for Streams {
@@ -53,7 +67,11 @@ impl Streams {
     pub async fn connect_with(options: RedisOptions) -> Result<Self, StreamError> {
         let pool = options.connect_pool().await?;
         Ok(Self {
-            shared: Arc::new(Shared { pool, options }),
+            shared: Arc::new(Shared {
+                pool,
+                options,
+                owns_pool: true,
+            }),
         })
     }
 
@@ -64,6 +82,7 @@ impl Streams {
             shared: Arc::new(Shared {
                 pool: tier.pool().clone(),
                 options: tier.options().clone(),
+                owns_pool: false,
             }),
         }
     }
