@@ -218,7 +218,9 @@ impl<C: Codec> Cache<C> {
                 Slot::Ready(Lookup::Hit(value)) => return Ok(value),
                 Slot::Encoded(encoded) => {
                     let decode = |bytes: &Bytes| self.inner.envelope.decode::<T>(bytes);
-                    let typed = self.inner.type_update(memory, key, &encoded, decode).await;
+                    // Boxed: the rare path must not grow the hot path's future.
+                    let typed =
+                        Box::pin(self.inner.type_update(memory, key, &encoded, decode)).await;
                     if let Lookup::Hit(value) = typed {
                         return Ok(value);
                     }

@@ -48,7 +48,10 @@ impl<C: Codec> Inner<C> {
         };
         let found = match memory.lookup::<T>(key).await {
             Slot::Ready(found) => found,
-            Slot::Encoded(encoded) => self.type_update(memory, key, &encoded, decode).await,
+            // Boxed: the rare path must not grow the hot path's future.
+            Slot::Encoded(encoded) => {
+                Box::pin(self.type_update(memory, key, &encoded, decode)).await
+            }
         };
         if matches!(found, Lookup::Negative) {
             self.loads.negative_hit();
@@ -67,7 +70,9 @@ impl<C: Codec> Inner<C> {
         };
         match memory.peek::<T>(key).await {
             Slot::Ready(found) => found,
-            Slot::Encoded(encoded) => self.type_update(memory, key, &encoded, decode).await,
+            Slot::Encoded(encoded) => {
+                Box::pin(self.type_update(memory, key, &encoded, decode)).await
+            }
         }
     }
 
