@@ -28,6 +28,7 @@ struct State {
     entries: Mutex<HashMap<String, Entry>>,
     failing: AtomicBool,
     gets: AtomicU64,
+    batch_gets: AtomicU64,
 }
 
 /// The error a failing [`MapTier`] reports.
@@ -72,6 +73,11 @@ impl MapTier {
         self.state.gets.load(Ordering::SeqCst)
     }
 
+    /// Batch reads (`get_many` calls) so far, each counted once however many keys it asked for.
+    pub fn batch_gets(&self) -> u64 {
+        self.state.batch_gets.load(Ordering::SeqCst)
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         // A test that panicked while holding the lock leaves the map usable for the next one.
         self.state
@@ -103,6 +109,16 @@ impl Tier for MapTier {
             .get(key)
             .filter(|entry| !entry.is_expired())
             .cloned())
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.state.batch_gets.fetch_add(1, Ordering::SeqCst);
+        self.check(None)?;
+        let map = self.map();
+        Ok(keys
+            .iter()
+            .map(|key| map.get(*key).filter(|entry| !entry.is_expired()).cloned())
+            .collect())
     }
 
     async fn set(&self, key: &str, entry: Entry) -> Result<()> {

@@ -54,6 +54,7 @@
 //! plugged in with [`CacheBuilder::codec`].
 #![doc(test(attr(deny(warnings))))]
 
+mod batch;
 mod breaker;
 mod builder;
 mod bus;

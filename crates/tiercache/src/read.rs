@@ -7,6 +7,7 @@ use tiercache_core::{Bytes, Codec, DecodeError, Decoded, Entry, Result, validate
 use crate::{
     cache::Inner,
     guard::Stamp,
+    layer::Layer,
     memory::{Encoded, Lookup, MemoryLayer, Slot},
 };
 
@@ -132,17 +133,9 @@ impl<C: Codec> Inner<C> {
                 // Counted and logged by `call`; a broken tier reads as a miss.
                 Err(_) => continue,
             };
-            let value = match decode(&entry.value) {
-                Ok(Decoded::Value(value)) => Some(Arc::new(value)),
-                Ok(Decoded::Negative) => None,
-                Err(err) => {
-                    layer.counters.decode_error();
-                    layer.counters.miss();
-                    tracing::debug!(tier = layer.name(), key, %err, "stored value does not decode; read as a miss");
-                    continue;
-                }
+            let Some(value) = self.decode_hit(layer, key, &entry, &decode) else {
+                continue;
             };
-            layer.counters.hit();
             self.promote(key, &stored_key, level, &entry, value.clone(), stamp)
                 .await;
             return value.map_or(Lookup::Negative, Lookup::Hit);
@@ -150,10 +143,37 @@ impl<C: Codec> Inner<C> {
         Lookup::Miss
     }
 
+    /// Decodes an entry a lower tier returned and counts the hit. `None` when the bytes do not
+    /// decode: counted as a decode error and a miss (the caller reads on below). `Some(None)` is
+    /// a cached "not found".
+    pub(crate) fn decode_hit<T, D>(
+        &self,
+        layer: &Layer,
+        key: &str,
+        entry: &Entry,
+        decode: D,
+    ) -> Option<Option<Arc<T>>>
+    where
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        let value = match decode(&entry.value) {
+            Ok(Decoded::Value(value)) => Some(Arc::new(value)),
+            Ok(Decoded::Negative) => None,
+            Err(err) => {
+                layer.counters.decode_error();
+                layer.counters.miss();
+                tracing::debug!(tier = layer.name(), key, %err, "stored value does not decode; read as a miss");
+                return None;
+            }
+        };
+        layer.counters.hit();
+        Some(value)
+    }
+
     /// Copies an entry found at `level` into the tiers above it that take promotions. Each copy
     /// gets the entry's remaining TTL times (its tier's scale / the source tier's scale), never
     /// more than the remaining TTL: promotion never extends an entry's life.
-    async fn promote<T: Any + Send + Sync>(
+    pub(crate) async fn promote<T: Any + Send + Sync>(
         &self,
         key: &str,
         stored_key: &str,

@@ -253,3 +253,37 @@ async fn streams_share_the_tier_and_drive_invalidation() {
     assert_eq!(cache.get::<u64>("price:lamp").await.unwrap(), None);
     assert_eq!(worker.pending().await.unwrap().count, 0);
 }
+
+/// Batches on Redis: `set_many` is one pipelined batch, and `get_many` of keys that missed L1
+/// is a single MGET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_is_one_mget_on_redis() {
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let writer = cache_over(&redis, Duration::from_secs(5)).await;
+    let entries: Vec<(String, u32)> = (0..50).map(|i| (format!("n:{i}"), i)).collect();
+    let refs: Vec<(&str, u32)> = entries.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    writer
+        .set_many(&refs, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+
+    let mget_calls = || {
+        let stats = server.bulk_command(&["INFO", "commandstats"]).unwrap();
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_mget:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse::<u64>().unwrap())
+    };
+    let before = mget_calls();
+    let reader = cache_over(&redis, Duration::from_secs(5)).await;
+    let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    keys.push("n:missing");
+    let found = reader.get_many::<u32>(&keys).await.unwrap();
+    let mut expected: Vec<Option<u32>> = (0..50).map(Some).collect();
+    expected.push(None);
+    assert_eq!(found, expected);
+    assert_eq!(mget_calls() - before, 1, "one MGET for 51 keys");
+    assert_eq!(reader.stats().tiers[0].hits, 50);
+}
