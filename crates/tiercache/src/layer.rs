@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc};
 
 use tiercache_core::{Error, Result, Tier, TierCounters, TierStats};
 
-use crate::{TierOptions, breaker::Breaker};
+use crate::{TierOptions, breaker::Breaker, promotion::Gate};
 
 /// One lower tier (L2, L3, ...).
 #[derive(Debug)]
@@ -13,6 +13,8 @@ pub(crate) struct Layer {
     pub(crate) tier: Arc<dyn Tier>,
     pub(crate) options: TierOptions,
     pub(crate) counters: TierCounters,
+    /// Decides which hits below are copied into this tier.
+    pub(crate) promotion: Gate,
     breaker: Breaker,
 }
 
@@ -21,6 +23,7 @@ impl Layer {
         Self {
             tier,
             breaker: Breaker::new(options.circuit_breaker_value()),
+            promotion: Gate::new(options.promotion_value()),
             options,
             counters: TierCounters::default(),
         }

@@ -65,6 +65,7 @@ mod layer;
 mod load;
 mod memory;
 mod options;
+mod promotion;
 mod read;
 mod write;
 
@@ -73,6 +74,7 @@ pub use builder::CacheBuilder;
 pub use bus::BusOptions;
 pub use cache::Cache;
 pub use options::TierOptions;
+pub use promotion::Promotion;
 #[cfg(all(feature = "bus", feature = "streams"))]
 pub use tiercache_bus::RedisStreamBus;
 #[cfg(feature = "bus")]

@@ -43,6 +43,8 @@ mod imp {
     use tiercache_core::TierCounters;
     use tiercache_moka::{MemoryEntry, MemoryTier};
 
+    use crate::promotion::Gate;
+
     use super::*;
 
     /// The typed L1 with its options and counters.
@@ -51,15 +53,22 @@ mod imp {
         tier: MemoryTier,
         options: TierOptions,
         counters: TierCounters,
+        promotion: Gate,
     }
 
     impl MemoryLayer {
         pub(crate) fn new(tier: MemoryTier, options: TierOptions) -> Self {
             Self {
                 tier,
+                promotion: Gate::new(options.promotion_value()),
                 options,
                 counters: TierCounters::default(),
             }
+        }
+
+        /// Whether this lower-tier hit of `key` is copied into L1.
+        pub(crate) fn admits(&self, key: &str) -> bool {
+            self.promotion.admit(key)
         }
 
         pub(crate) fn name(&self) -> &str {
@@ -165,6 +174,9 @@ mod imp {
             match *self {}
         }
         pub(crate) fn options(&self) -> &TierOptions {
+            match *self {}
+        }
+        pub(crate) fn admits(&self, _key: &str) -> bool {
             match *self {}
         }
         pub(crate) async fn lookup<T: Any + Send + Sync>(&self, _key: &str) -> Slot<T> {

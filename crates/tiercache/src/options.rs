@@ -1,8 +1,9 @@
 //! Per-tier options given to the builder.
 
-use crate::CircuitBreaker;
+use crate::{CircuitBreaker, Promotion};
 
-/// How the cache treats one tier: its TTL scale and whether hits below it are copied into it.
+/// How the cache treats one tier: its TTL scale, when hits below it are copied into it, and its
+/// circuit breaker.
 ///
 /// ```
 /// use tiercache::TierOptions;
@@ -13,7 +14,7 @@ use crate::CircuitBreaker;
 #[non_exhaustive]
 pub struct TierOptions {
     ttl_scale: f64,
-    promote: bool,
+    promotion: Promotion,
     circuit_breaker: Option<CircuitBreaker>,
 }
 
@@ -28,7 +29,7 @@ impl TierOptions {
     pub fn new() -> Self {
         Self {
             ttl_scale: 1.0,
-            promote: true,
+            promotion: Promotion::Always,
             circuit_breaker: Some(CircuitBreaker::default()),
         }
     }
@@ -42,11 +43,28 @@ impl TierOptions {
         self
     }
 
-    /// Whether a hit in a lower tier is copied into this tier. Default: true.
+    /// Whether a hit in a lower tier is copied into this tier: `true` is [`Promotion::Always`],
+    /// `false` is [`Promotion::Never`]. Default: true.
     #[must_use]
     pub fn promote(mut self, promote: bool) -> Self {
-        self.promote = promote;
+        self.promotion = if promote {
+            Promotion::Always
+        } else {
+            Promotion::Never
+        };
         self
+    }
+
+    /// When a hit in a lower tier is copied into this tier. Default: [`Promotion::Always`].
+    #[must_use]
+    pub fn promotion(mut self, promotion: Promotion) -> Self {
+        self.promotion = promotion;
+        self
+    }
+
+    /// The promotion policy.
+    pub fn promotion_value(&self) -> Promotion {
+        self.promotion
     }
 
     /// When a tier below L1 is skipped after repeated failures (`None`: never). A skipped tier
@@ -69,8 +87,9 @@ impl TierOptions {
         self.ttl_scale
     }
 
-    /// Whether promotion into this tier is on.
+    /// Whether any promotion into this tier can happen (the policy is not
+    /// [`Promotion::Never`]).
     pub fn promotes(&self) -> bool {
-        self.promote
+        !matches!(self.promotion, Promotion::Never | Promotion::OneIn(0))
     }
 }

@@ -192,7 +192,10 @@ impl<C: Codec> Inner<C> {
             let ratio = (scale / source_scale).min(1.0);
             (now + remaining.mul_f64(ratio)).min(entry.expires_at)
         };
-        for layer in self.tiers[..level].iter().filter(|l| l.options.promotes()) {
+        for layer in self.tiers[..level]
+            .iter()
+            .filter(|l| l.promotion.admit(key))
+        {
             if !self.clock.unchanged_since(stamp) {
                 return;
             }
@@ -209,7 +212,7 @@ impl<C: Codec> Inner<C> {
                 layer.counters.write();
             }
         }
-        if let Some(memory) = self.memory.as_ref().filter(|m| m.options().promotes()) {
+        if let Some(memory) = self.memory.as_ref().filter(|m| m.admits(key)) {
             let expires_at = expires_at(memory.options().ttl_scale_value());
             let weight = Some(entry.value.len());
             if self

@@ -433,3 +433,44 @@ async fn a_tier_that_keeps_failing_is_skipped_for_the_cool_down_then_probed() {
     );
     assert!(l2.raw("k").is_some());
 }
+
+/// The promotion policies: a key read once from below stays below under `SecondHitWithin`, and
+/// is copied up on its second read; `OneIn(n)` copies every n-th hit; lower tiers obey their
+/// own policy too.
+#[tokio::test]
+async fn promotion_policies_decide_which_hits_are_copied_up() {
+    use tiercache::Promotion;
+
+    let (l2, l3) = (MapTier::new("l2"), MapTier::new("l3"));
+    let l1 = tiercache::MemoryTier::new(100);
+    let second_hit = Promotion::SecondHitWithin(Duration::from_secs(60));
+    let cache = Cache::builder()
+        .memory_with(l1.clone(), TierOptions::new().promotion(second_hit))
+        .tier_with(
+            l2.clone(),
+            TierOptions::new().promotion(Promotion::OneIn(2)),
+        )
+        .tier(l3.clone())
+        .build()
+        .await
+        .unwrap();
+    let l3_only = Cache::builder().tier(l3.clone()).build().await.unwrap();
+    for key in ["a", "b"] {
+        l3_only
+            .set(key, &1_u32, CacheStrategy::LongTerm)
+            .await
+            .unwrap();
+    }
+
+    // "a": first hit in L3 is promoted to L2 (1st of every 2) but not to L1 (first hit).
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1));
+    assert!(l2.raw("a").is_some() && l1.get("a").await.is_none());
+    // Second read: an L2 hit now, and the second hit below L1: promoted to L1.
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1));
+    assert!(l1.get("a").await.is_some());
+
+    // "b": the 2nd L2 candidate is skipped by OneIn(2), and it is only a first hit for L1.
+    assert_eq!(cache.get::<u32>("b").await.unwrap(), Some(1));
+    assert!(l2.raw("b").is_none() && l1.get("b").await.is_none());
+    assert_eq!(cache.stats().memory.unwrap().promotions, 1);
+}
