@@ -143,6 +143,7 @@ pub struct LoadCounters {
     load_errors: AtomicU64,
     coalesced: AtomicU64,
     negative_hits: AtomicU64,
+    fills_rejected: AtomicU64,
 }
 
 impl LoadCounters {
@@ -162,6 +163,11 @@ impl LoadCounters {
     pub fn negative_hit(&self) {
         self.negative_hits.fetch_add(1, Ordering::Relaxed);
     }
+    /// Counts a fill (a loaded or promoted value) that an invalidation arriving meanwhile kept
+    /// out of the cache.
+    pub fn fill_rejected(&self) {
+        self.fills_rejected.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot of a whole cache: each tier top-down, then the loader.
@@ -180,6 +186,9 @@ pub struct CacheStats {
     pub coalesced: u64,
     /// Reads answered by a cached "not found".
     pub negative_hits: u64,
+    /// Loaded or promoted values kept out of the cache because an invalidation of their key (or
+    /// a gap) arrived while they were read: each one a stale insert prevented.
+    pub fills_rejected: u64,
     /// The invalidation bus, when the cache has one.
     pub bus: Option<crate::BusStats>,
 }
@@ -194,6 +203,7 @@ impl CacheStats {
             load_errors: loads.load_errors.load(Ordering::Relaxed),
             coalesced: loads.coalesced.load(Ordering::Relaxed),
             negative_hits: loads.negative_hits.load(Ordering::Relaxed),
+            fills_rejected: loads.fills_rejected.load(Ordering::Relaxed),
             bus: None,
         }
     }

@@ -197,6 +197,7 @@ impl<C: Codec> Inner<C> {
             .filter(|l| l.promotion.admit(key))
         {
             if !self.clock.unchanged_since(stamp) {
+                self.loads.fill_rejected();
                 return;
             }
             let copy = Entry::expiring_at(
@@ -221,6 +222,9 @@ impl<C: Codec> Inner<C> {
             {
                 memory.record_promotion();
             }
+        }
+        if !self.clock.unchanged_since(stamp) {
+            self.loads.fill_rejected();
         }
     }
 }

@@ -183,6 +183,9 @@ impl<C: Codec> Inner<C> {
         };
         // NOTE: failures were already counted and logged per tier inside write_all.
         let _tier_failure = self.write_all(key, loaded, bytes, ttl, Some(stamp)).await;
+        if !self.clock.unchanged_since(stamp) {
+            self.loads.fill_rejected();
+        }
         Ok(())
     }
 

@@ -260,6 +260,11 @@ async fn an_invalidation_during_a_load_wins_over_the_loaded_value() {
         "but the old value is not cached"
     );
     assert!(l2.keys().is_empty());
+    assert_eq!(
+        cache.stats().fills_rejected,
+        1,
+        "the prevented stale insert is counted"
+    );
 }
 
 #[tokio::test]
@@ -273,6 +278,7 @@ async fn a_set_during_a_load_is_not_overwritten_by_the_loaded_value() {
         .unwrap();
     release.notify_one();
     load.await.unwrap().unwrap();
+    assert_eq!(cache.stats().fills_rejected, 1);
     assert_eq!(
         cache.get::<String>("k").await.unwrap().as_deref(),
         Some("new")
