@@ -21,11 +21,7 @@ use tiercache_core::{
 };
 use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
 
-use crate::{
-    RedisBusOptions,
-    options::{from_fred, timed_out},
-    wire,
-};
+use crate::{RedisBusOptions, options::from_fred, wire};
 
 /// The invalidation bus on Redis Pub/Sub.
 ///
@@ -105,17 +101,16 @@ impl RedisBus {
     /// As [`connect`](Self::connect).
     pub async fn connect_with(options: RedisBusOptions) -> Result<Self> {
         let name = options.name_or("redis-pubsub");
-        let publisher = client(&options, &name, 32)?;
-        let subscriber = client(&options, &name, options.receive_buffer)?;
-        let connect = async {
-            tokio::try_join!(publisher.init(), subscriber.init())
-                .map_err(|err| from_fred(&name, err))
+        let redis = options.redis.clone().name(&name);
+        let buffer = |capacity: usize| {
+            move |builder: &mut fred::types::Builder| {
+                builder.with_performance_config(|perf| perf.broadcast_channel_capacity = capacity);
+            }
         };
-        match tokio::time::timeout(options.redis.connect_timeout_value(), connect).await {
-            Ok(Ok(_connection_tasks)) => {}
-            Ok(Err(err)) => return Err(err),
-            Err(_elapsed) => return Err(timed_out(&name)),
-        }
+        let (publisher, subscriber) = tokio::try_join!(
+            redis.connect_client_with(buffer(32)),
+            redis.connect_client_with(buffer(options.receive_buffer)),
+        )?;
         Ok(Self {
             shared: Arc::new(Shared {
                 name,
@@ -129,12 +124,6 @@ impl RedisBus {
             }),
         })
     }
-}
-
-fn client(options: &RedisBusOptions, name: &str, broadcast_capacity: usize) -> Result<Client> {
-    let mut builder = options.redis.fred_builder();
-    builder.with_performance_config(|perf| perf.broadcast_channel_capacity = broadcast_capacity);
-    builder.build().map_err(|err| from_fred(name, err))
 }
 
 #[async_trait]

@@ -25,10 +25,7 @@ use tiercache_core::{
 };
 use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
 
-use crate::{
-    RedisBusOptions,
-    options::{from_fred, timed_out},
-};
+use crate::{RedisBusOptions, options::from_fred};
 
 /// The invalidation bus on Redis server-assisted client-side caching.
 ///
@@ -130,15 +127,10 @@ impl RedisTrackingBus {
 
 /// The servers to track: the one server, or every primary of the cluster.
 async fn primaries(options: &RedisBusOptions, name: &str) -> Result<Vec<Option<Server>>> {
-    if !options
-        .redis
-        .fred_builder()
-        .get_config()
-        .is_some_and(|c| c.server.is_clustered())
-    {
+    if !options.redis.is_clustered() {
         return Ok(vec![None]);
     }
-    let probe = options.redis.connect_client().await?;
+    let probe = options.redis.clone().name(name).connect_client().await?;
     let primaries = probe
         .cached_cluster_state()
         .map(|state| state.unique_primary_nodes())
@@ -158,20 +150,17 @@ async fn resp3_client(
     name: &str,
     node: Option<Server>,
 ) -> Result<Client> {
-    let mut builder = options.redis.fred_builder();
-    builder.with_config(|config| {
-        config.version = RespVersion::RESP3;
-        if let Some(server) = node {
-            config.server = ServerConfig::Centralized { server };
-        }
-    });
-    let client = builder.build().map_err(|err| from_fred(name, err))?;
-    let connect = client.init();
-    match tokio::time::timeout(options.redis.connect_timeout_value(), connect).await {
-        Ok(Ok(_connection_task)) => Ok(client),
-        Ok(Err(err)) => Err(from_fred(name, err)),
-        Err(_elapsed) => Err(timed_out(name)),
-    }
+    let redis = options.redis.clone().name(name);
+    redis
+        .connect_client_with(|builder| {
+            builder.with_config(|config| {
+                config.version = RespVersion::RESP3;
+                if let Some(server) = node {
+                    config.server = ServerConfig::Centralized { server };
+                }
+            });
+        })
+        .await
 }
 
 #[async_trait]

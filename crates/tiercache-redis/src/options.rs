@@ -146,12 +146,29 @@ impl RedisOptions {
     ///
     /// As [`connect_pool`](Self::connect_pool).
     pub async fn connect_client(&self) -> Result<Client> {
-        let client = self
-            .fred_builder()
+        self.connect_client_with(|_| {}).await
+    }
+
+    /// One connected client, built from [`fred_builder`](Self::fred_builder) after `adjust`
+    /// changed what a caller needs (a RESP3 protocol, a larger event buffer, one cluster node),
+    /// and connected within the connect timeout. Errors name [`name`](Self::name).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_pool`](Self::connect_pool).
+    pub async fn connect_client_with(&self, adjust: impl FnOnce(&mut Builder)) -> Result<Client> {
+        let mut builder = self.fred_builder();
+        adjust(&mut builder);
+        let client = builder
             .build()
             .map_err(|err| from_fred(&self.name, None, err))?;
         self.wait_connected(client.init()).await?;
         Ok(client)
+    }
+
+    /// Whether these options name a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.config.server.is_clustered()
     }
 
     async fn wait_connected<T>(

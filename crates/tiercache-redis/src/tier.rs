@@ -96,7 +96,7 @@ impl RedisTier {
     ///
     /// As [`connect`](Self::connect).
     pub async fn connect_with(options: RedisOptions) -> Result<Self> {
-        let clustered = options.config.server.is_clustered();
+        let clustered = options.is_clustered();
         let command_timeout = options.command_timeout;
         let pool = options.connect_pool().await?;
         Ok(Self {

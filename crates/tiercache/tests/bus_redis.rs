@@ -9,8 +9,8 @@ use std::{sync::Arc, time::Duration};
 
 use bus_suite::{Instance, Transport, eventually};
 use tiercache::{
-    Bus, BusOptions, Cache, CacheStrategy, MemoryTier, RedisBus, RedisBusOptions, RedisOptions,
-    RedisStreamBus, RedisTier, RedisTrackingBus, Tier,
+    Bus, BusOptions, CacheStrategy, RedisBus, RedisBusOptions, RedisOptions, RedisStreamBus,
+    RedisTier, RedisTrackingBus, Tier,
 };
 use tiercache_redis::fred::types::config::ReconnectPolicy;
 use tiercache_testkit::{RedisCluster, RedisServer};
@@ -21,6 +21,14 @@ enum Kind {
     PubSub,
     Stream,
     Tracking,
+}
+
+impl Kind {
+    /// Tracking learns of writes from Redis itself: its own writes and fills included, values
+    /// never.
+    fn learns_from_redis(self) -> bool {
+        self == Kind::Tracking
+    }
 }
 
 fn options(url: &str, reconnect_ms: u32) -> RedisOptions {
@@ -102,15 +110,15 @@ impl Transport for Redis {
     }
 
     fn echoes_own_writes(&self) -> bool {
-        self.kind == Kind::Tracking
+        self.kind.learns_from_redis()
     }
 
     fn carries_updates(&self) -> bool {
-        self.kind != Kind::Tracking
+        !self.kind.learns_from_redis()
     }
 
     fn reports_fills(&self) -> bool {
-        self.kind == Kind::Tracking
+        self.kind.learns_from_redis()
     }
 }
 
@@ -252,15 +260,15 @@ impl Transport for Cluster {
     }
 
     fn echoes_own_writes(&self) -> bool {
-        self.kind == Kind::Tracking
+        self.kind.learns_from_redis()
     }
 
     fn carries_updates(&self) -> bool {
-        self.kind != Kind::Tracking
+        !self.kind.learns_from_redis()
     }
 
     fn reports_fills(&self) -> bool {
-        self.kind == Kind::Tracking
+        self.kind.learns_from_redis()
     }
 
     /// The nodes keep their data, so the stream transport resumes where it was.
@@ -309,20 +317,7 @@ async fn stream_pair(stream_max_len: u64) -> (Redis, Instance, Instance) {
     let a = Instance::new(&redis, "replay", BusOptions::new()).await;
     let b_url = redis.url.replace("redis://", "redis://bus-b:secret@");
     let b_bus = connect_bus(Kind::Stream, options(&b_url, 50), stream_max_len).await;
-    let l1 = MemoryTier::new(10_000);
-    let cache = Cache::builder()
-        .namespace("replay")
-        .memory(l1.clone())
-        .tier(redis.shared_tier())
-        .bus(b_bus)
-        .build()
-        .await
-        .unwrap();
-    let b = Instance {
-        cache,
-        l1,
-        echoes: false,
-    };
+    let b = Instance::with_bus(&redis, "replay", b_bus, BusOptions::new()).await;
     for (key, value) in [("k", 1_u64), ("unrelated", 7)] {
         a.cache
             .set(key, &value, CacheStrategy::LongTerm)

@@ -77,12 +77,22 @@ impl Instance {
         namespace: &str,
         options: BusOptions,
     ) -> Self {
+        Self::with_bus(transport, namespace, transport.bus().await, options).await
+    }
+
+    /// An instance on the transport's shared tier with a bus of the caller's making.
+    pub(crate) async fn with_bus<T: Transport>(
+        transport: &T,
+        namespace: &str,
+        bus: impl Bus + 'static,
+        options: BusOptions,
+    ) -> Self {
         let l1 = MemoryTier::new(10_000);
         let cache = Cache::builder()
             .namespace(namespace)
             .memory(l1.clone())
             .tier(transport.shared_tier())
-            .bus_with(transport.bus().await, options)
+            .bus_with(bus, options)
             .build()
             .await
             .unwrap();
