@@ -68,9 +68,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|_| {
             let (cache, calls) = (cache.clone(), Arc::clone(&calls));
             tokio::spawn(async move {
+                // The loader owns what it uses (`move`): it may run in the background.
                 cache
-                    .get_or_compute("product:2", CacheStrategy::ShortTerm, || {
-                        load_product(2, &calls)
+                    .get_or_compute("product:2", CacheStrategy::ShortTerm, move || async move {
+                        load_product(2, &calls).await
                     })
                     .await
             })

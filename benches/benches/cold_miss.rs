@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
             let cache = &cache;
             async move {
                 let found = cache
-                    .get_or_compute(&key, CacheStrategy::ShortTerm, || loader(id))
+                    .get_or_compute(&key, CacheStrategy::ShortTerm, move || loader(id))
                     .await;
                 black_box(found.ok())
             }

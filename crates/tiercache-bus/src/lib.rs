@@ -19,6 +19,7 @@
 //!     origin: InstanceId::random(),
 //!     sequence: 1,
 //!     sender_lost_messages: false,
+//!     sent_at_ms: 0,
 //!     invalidation: Invalidation::Keys(vec!["user:1".into()]),
 //! };
 //! let bytes = wire::encode(&message)?;

@@ -281,6 +281,8 @@ impl Listener {
             origin: InstanceId(0),
             sequence: 0,
             sender_lost_messages: false,
+            // The server does not say when the write happened.
+            sent_at_ms: 0,
             invalidation,
         };
         self.sink.deliver(BusEvent::Message(message)).await;

@@ -3,40 +3,45 @@
 //! ```text
 //! offset  size  field
 //! 0       1     magic 0xB7
-//! 1       1     version (1)
-//! 2       1     kind: 1 keys, 2 prefix, 3 clear, 4 update
+//! 1       1     version (2; version 1 is still read)
+//! 2       1     kind: 1 keys, 2 prefix, 3 clear, 4 update, 5 tag (version 2 only)
 //! 3       1     flags: bit 0 = the sender lost an earlier message; other bits must be 0
 //! 4       16    origin instance id (u128)
 //! 20      8     sequence (u64)
-//! 28      ...   body
+//! 28      8     version 2 only: sent at, milliseconds since the Unix epoch (u64)
+//! 36      ...   body (at 28 in version 1)
 //!   keys:   u16 count (at least 1), then per key: u16 length, UTF-8 bytes
 //!   prefix: u16 length, UTF-8 bytes
 //!   clear:  nothing
 //!   update: u16 key length, key bytes, u64 TTL in milliseconds, u32 value length, value bytes
+//!   tag:    u16 tag length, tag bytes, u64 invalidated at (milliseconds since the Unix epoch)
 //! ```
 //!
-//! Integers are little-endian. Every key must pass [`validate_key`]. A message is at most
+//! Integers are little-endian. Every key must pass [`validate_key`], every tag
+//! [`validate_tag`]. A message is at most
 //! [`MAX_MESSAGE_LEN`] bytes and must end exactly where its body does. Anything else decodes to a
 //! [`WireError`]; nothing here panics, whatever the input.
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tiercache_core::{BusMessage, InstanceId, Invalidation, validate_key};
+use tiercache_core::{BusMessage, InstanceId, Invalidation, validate_key, validate_tag};
 
 /// First byte of every message.
 pub const MAGIC: u8 = 0xB7;
-/// The version this crate writes and reads.
-pub const VERSION: u8 = 1;
+/// The version this crate writes. It reads this one and version 1 (no send time, no tags).
+pub const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 /// The largest message, encoded, in bytes. Larger input is refused unread.
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
-/// Bytes before the body.
-pub const HEADER_LEN: usize = 28;
+/// Bytes before the body (in the version this crate writes).
+pub const HEADER_LEN: usize = 36;
 
 const KIND_KEYS: u8 = 1;
 const KIND_PREFIX: u8 = 2;
 const KIND_CLEAR: u8 = 3;
 const KIND_UPDATE: u8 = 4;
+const KIND_TAG: u8 = 5;
 const FLAG_SENDER_LOST: u8 = 0b1;
 
 /// Why bytes are not a message (or a message cannot be encoded).
@@ -50,7 +55,7 @@ pub enum WireError {
     #[error("not a tiercache bus message (first byte {0:#04x})")]
     BadMagic(u8),
     /// A version this build does not read.
-    #[error("bus message version {0} is not supported (this build reads {VERSION})")]
+    #[error("bus message version {0} is not supported (this build reads 1 and {VERSION})")]
     UnknownVersion(u8),
     /// A kind this version does not define.
     #[error("unknown bus message kind {0}")]
@@ -96,6 +101,7 @@ pub fn encode(message: &BusMessage) -> Result<Bytes, WireError> {
     });
     out.put_u128_le(message.origin.0);
     out.put_u64_le(message.sequence);
+    out.put_u64_le(message.sent_at_ms);
     match &message.invalidation {
         Invalidation::Keys(keys) => {
             if keys.is_empty() {
@@ -115,6 +121,13 @@ pub fn encode(message: &BusMessage) -> Result<Bytes, WireError> {
             out.put_u32_le(len);
             out.put_slice(value);
         }
+        Invalidation::Tag {
+            tag,
+            invalidated_at_ms,
+        } => {
+            put_short_str(&mut out, tag)?;
+            out.put_u64_le(*invalidated_at_ms);
+        }
         // Clear has no body, and `kind_of` already refused kinds this version cannot carry.
         _ => {}
     }
@@ -130,6 +143,7 @@ fn kind_of(invalidation: &Invalidation) -> Result<u8, WireError> {
         Invalidation::Prefix(_) => Ok(KIND_PREFIX),
         Invalidation::Clear => Ok(KIND_CLEAR),
         Invalidation::Update { .. } => Ok(KIND_UPDATE),
+        Invalidation::Tag { .. } => Ok(KIND_TAG),
         // A kind added to the core enum later has no form in this wire version.
         _ => Err(WireError::Unsupported),
     }
@@ -158,7 +172,7 @@ pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
         return Err(WireError::BadMagic(magic));
     }
     let version = reader.u8("version")?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(WireError::UnknownVersion(version));
     }
     let kind = reader.u8("kind")?;
@@ -168,6 +182,11 @@ pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
     }
     let origin = InstanceId(u128::from_le_bytes(reader.array("origin")?));
     let sequence = u64::from_le_bytes(reader.array("sequence")?);
+    let sent_at_ms = if version == VERSION_1 {
+        0
+    } else {
+        u64::from_le_bytes(reader.array("sent at")?)
+    };
     let invalidation = match kind {
         KIND_KEYS => {
             let count = u16::from_le_bytes(reader.array("key count")?);
@@ -190,6 +209,15 @@ pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
             let value = reader.bytes(len, "value")?;
             Invalidation::Update { key, value, ttl }
         }
+        KIND_TAG if version != VERSION_1 => {
+            let tag = reader.text("tag")?;
+            validate_tag(&tag).map_err(|err| WireError::BadKey(err.to_string()))?;
+            let invalidated_at_ms = u64::from_le_bytes(reader.array("invalidated at")?);
+            Invalidation::Tag {
+                tag,
+                invalidated_at_ms,
+            }
+        }
         other => return Err(WireError::UnknownKind(other)),
     };
     let left = input.len() - reader.at;
@@ -200,6 +228,7 @@ pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
         origin,
         sequence,
         sender_lost_messages: flags & FLAG_SENDER_LOST != 0,
+        sent_at_ms,
         invalidation,
     })
 }
@@ -232,12 +261,17 @@ impl Reader<'_> {
         Ok(byte)
     }
 
+    /// A u16-length-prefixed UTF-8 string.
+    fn text(&mut self, what: &'static str) -> Result<String, WireError> {
+        let len = u16::from_le_bytes(self.array("length")?);
+        let bytes = self.bytes(usize::from(len), what)?;
+        std::str::from_utf8(&bytes)
+            .map(str::to_owned)
+            .map_err(|err| WireError::BadKey(err.to_string()))
+    }
+
     fn key(&mut self) -> Result<String, WireError> {
-        let len = u16::from_le_bytes(self.array("key length")?);
-        let bytes = self.bytes(usize::from(len), "key")?;
-        let key = std::str::from_utf8(&bytes)
-            .map_err(|err| WireError::BadKey(err.to_string()))?
-            .to_owned();
+        let key = self.text("key")?;
         validate_key(&key).map_err(|err| WireError::BadKey(err.to_string()))?;
         Ok(key)
     }
@@ -252,6 +286,7 @@ mod tests {
             origin: InstanceId(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
             sequence: 42,
             sender_lost_messages: false,
+            sent_at_ms: 1_790_000_000_123,
             invalidation,
         }
     }
@@ -267,6 +302,10 @@ mod tests {
                 value: Bytes::from_static(b"\xc7\x01\x00{}"),
                 ttl: Duration::from_millis(1500),
             },
+            Invalidation::Tag {
+                tag: "tenant:7".into(),
+                invalidated_at_ms: 1_790_000_000_000,
+            },
         ] {
             let sent = message(invalidation);
             let bytes = encode(&sent).unwrap();
@@ -275,6 +314,25 @@ mod tests {
         let mut lost = message(Invalidation::Clear);
         lost.sender_lost_messages = true;
         assert_eq!(decode(&encode(&lost).unwrap()).unwrap(), lost);
+    }
+
+    #[test]
+    fn version_1_messages_still_read() {
+        let mut old = vec![MAGIC, VERSION_1, KIND_KEYS, 0];
+        old.extend_from_slice(&7u128.to_le_bytes());
+        old.extend_from_slice(&3u64.to_le_bytes());
+        old.extend_from_slice(&1u16.to_le_bytes());
+        old.extend_from_slice(&1u16.to_le_bytes());
+        old.push(b'k');
+        let message = decode(&Bytes::from(old.clone())).unwrap();
+        assert_eq!(message.sent_at_ms, 0);
+        assert_eq!(message.invalidation, Invalidation::Keys(vec!["k".into()]));
+        // Tags did not exist in version 1.
+        old[2] = KIND_TAG;
+        assert_eq!(
+            decode(&Bytes::from(old)),
+            Err(WireError::UnknownKind(KIND_TAG))
+        );
     }
 
     #[test]

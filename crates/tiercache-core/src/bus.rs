@@ -69,6 +69,13 @@ pub enum Invalidation {
         /// How long the value lives from when it was written.
         ttl: Duration,
     },
+    /// Every entry carrying `tag` and written before `invalidated_at_ms` was dropped.
+    Tag {
+        /// The tag.
+        tag: String,
+        /// When it was invalidated, in milliseconds since the Unix epoch (the sender's clock).
+        invalidated_at_ms: u64,
+    },
 }
 
 /// One message on the bus.
@@ -82,8 +89,20 @@ pub struct BusMessage {
     /// The sender failed to publish an earlier message: receivers may have missed an
     /// invalidation and must treat this as a gap.
     pub sender_lost_messages: bool,
+    /// When the sender sent it, in milliseconds since the Unix epoch (the sender's clock); 0 when
+    /// the transport does not carry it. Receivers measure propagation lag with it.
+    pub sent_at_ms: u64,
     /// What changed.
     pub invalidation: Invalidation,
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock (0 if the clock is before 1970).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// What a transport hands to the cache.

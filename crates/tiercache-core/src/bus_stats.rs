@@ -19,6 +19,10 @@ pub struct BusCounters {
     l1_flushes: AtomicU64,
     /// Microseconds after `started` when the last message arrived, plus one (0: none yet).
     last_message_micros: AtomicU64,
+    lag_samples: AtomicU64,
+    lag_total_ms: AtomicU64,
+    lag_max_ms: AtomicU64,
+    lag_last_ms: AtomicU64,
 }
 
 impl Default for BusCounters {
@@ -32,6 +36,10 @@ impl Default for BusCounters {
             gaps: AtomicU64::new(0),
             l1_flushes: AtomicU64::new(0),
             last_message_micros: AtomicU64::new(0),
+            lag_samples: AtomicU64::new(0),
+            lag_total_ms: AtomicU64::new(0),
+            lag_max_ms: AtomicU64::new(0),
+            lag_last_ms: AtomicU64::new(0),
         }
     }
 }
@@ -60,6 +68,15 @@ impl BusCounters {
     pub fn gap(&self) {
         self.gaps.fetch_add(1, Ordering::Relaxed);
     }
+    /// Records how long a message took from its sender's `publish` to being applied here (by
+    /// the two machines' clocks, so it includes their skew).
+    pub fn propagation_lag(&self, lag: Duration) {
+        let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
+        self.lag_samples.fetch_add(1, Ordering::Relaxed);
+        self.lag_total_ms.fetch_add(ms, Ordering::Relaxed);
+        self.lag_max_ms.fetch_max(ms, Ordering::Relaxed);
+        self.lag_last_ms.store(ms, Ordering::Relaxed);
+    }
     /// Counts L1 being emptied because of a gap.
     pub fn l1_flush(&self) {
         self.l1_flushes.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +97,14 @@ impl BusCounters {
             gaps: load(&self.gaps),
             l1_flushes: load(&self.l1_flushes),
             reconnects: health.reconnects,
+            lag_samples: load(&self.lag_samples),
+            lag_mean: Duration::from_millis(
+                load(&self.lag_total_ms)
+                    .checked_div(load(&self.lag_samples))
+                    .unwrap_or(0),
+            ),
+            lag_max: Duration::from_millis(load(&self.lag_max_ms)),
+            lag_last: Duration::from_millis(load(&self.lag_last_ms)),
             since_last_message: (last > 0).then(|| {
                 let at = self.started + Duration::from_micros(last - 1);
                 at.elapsed()
@@ -112,6 +137,15 @@ pub struct BusStats {
     pub l1_flushes: u64,
     /// Times the transport reconnected.
     pub reconnects: u64,
+    /// Messages whose propagation lag was measured (those whose transport carries the send time).
+    pub lag_samples: u64,
+    /// Mean propagation lag (sender's publish to applied here, in whole milliseconds by the two
+    /// machines' clocks).
+    pub lag_mean: Duration,
+    /// Largest propagation lag seen.
+    pub lag_max: Duration,
+    /// Propagation lag of the last measured message.
+    pub lag_last: Duration,
     /// How long ago the last message from another instance arrived; `None` before the first.
     pub since_last_message: Option<Duration>,
 }

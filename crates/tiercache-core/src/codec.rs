@@ -1,7 +1,9 @@
 //! How typed values become bytes, and the header that keeps a changed type or codec from being
 //! read as garbage.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::time::Duration;
+
+use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Error, Result};
@@ -56,12 +58,107 @@ impl Codec for JsonCodec {
     }
 }
 
-/// First byte of every stored value; it also names the header layout (version 1).
-const MAGIC: u8 = 0xC7;
-/// Bytes before the payload: magic, codec id, kind, schema version (u16, little endian).
+/// First byte of a stored value written by tiercache 0.1 before the metadata existed: a 5-byte
+/// header (magic, codec id, kind, schema version). Still read, as a value without metadata.
+const MAGIC_V1: u8 = 0xC7;
+/// First byte of every stored value written now; it also names the header layout (version 2).
+const MAGIC: u8 = 0xC8;
+/// Bytes of the shortest header: magic, codec id, kind, schema version (u16, little endian).
 pub const HEADER_LEN: usize = 5;
+/// Bytes of the current header without tags: [`HEADER_LEN`], then flags (u8), the TTL, the stale
+/// window and the load time (each u32 milliseconds, little endian).
+const HEADER_V2_LEN: usize = HEADER_LEN + 1 + 12;
+/// Flag: a tag section (written-at u64 milliseconds, tag count u8, each tag as u8 length and
+/// bytes) follows the fixed header.
+const FLAG_TAGS: u8 = 1;
 const KIND_VALUE: u8 = 0;
 const KIND_NEGATIVE: u8 = 1;
+/// The longest tag, in bytes (its length is one byte in the header).
+pub const MAX_TAG_LEN: usize = 255;
+/// The most tags one entry can carry (the count is one byte in the header).
+pub const MAX_TAGS: usize = 255;
+
+/// What the header of a stored value says besides its type: how long it is fresh, how long a
+/// stale copy is kept for fail-safe, how long it took to load, and its tags.
+///
+/// Times are relative (the tiers keep the absolute expiry), except `written_at_ms`, which is wall
+/// clock time because tags are compared across processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredMeta {
+    /// The fresh life the writer gave the value (its TTL, before any tier's scale).
+    pub ttl: Duration,
+    /// How long the value is kept after it stops being fresh, as a fail-safe fallback. The
+    /// stored expiry includes it: the value is fresh until `expires_at - stale_window`.
+    pub stale_window: Duration,
+    /// How long the load that produced the value took (zero for a `set`); probabilistic early
+    /// refresh spreads refreshes by it.
+    pub load_time: Duration,
+    /// When the value was written, in milliseconds since the Unix epoch; set (non-zero) whenever
+    /// the value has tags.
+    pub written_at_ms: u64,
+    /// The value's tags.
+    pub tags: Vec<String>,
+}
+
+impl StoredMeta {
+    /// Reads the metadata of stored bytes without decoding the value. Bytes without a current
+    /// header (raw bytes, or a value written before metadata existed) have none: the default.
+    pub fn read(bytes: &[u8]) -> Self {
+        parse_header(bytes)
+            .map(|(_, meta, _)| meta)
+            .unwrap_or_default()
+    }
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if bytes.len() < n {
+        return None;
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Some(head)
+}
+
+fn take_u32(bytes: &mut &[u8]) -> Option<u32> {
+    take(bytes, 4)?.try_into().ok().map(u32::from_le_bytes)
+}
+
+/// The parts of a stored value: (magic..schema header, metadata, payload). `None` when the bytes
+/// do not start with a well-formed tiercache header.
+fn parse_header(bytes: &[u8]) -> Option<([u8; HEADER_LEN], StoredMeta, &[u8])> {
+    let (header, mut rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
+    match header[0] {
+        MAGIC_V1 => return Some((*header, StoredMeta::default(), rest)),
+        MAGIC => {}
+        _ => return None,
+    }
+    let flags = *take(&mut rest, 1)?.first()?;
+    if flags & !FLAG_TAGS != 0 {
+        return None;
+    }
+    let mut meta = StoredMeta {
+        ttl: Duration::from_millis(u64::from(take_u32(&mut rest)?)),
+        stale_window: Duration::from_millis(u64::from(take_u32(&mut rest)?)),
+        load_time: Duration::from_millis(u64::from(take_u32(&mut rest)?)),
+        ..StoredMeta::default()
+    };
+    if flags & FLAG_TAGS != 0 {
+        let written_at: [u8; 8] = take(&mut rest, 8)?.try_into().ok()?;
+        meta.written_at_ms = u64::from_le_bytes(written_at);
+        let count = *take(&mut rest, 1)?.first()?;
+        for _ in 0..count {
+            let len = *take(&mut rest, 1)?.first()?;
+            let tag = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
+            meta.tags.push(tag.to_owned());
+        }
+    }
+    Some((*header, meta, rest))
+}
 
 /// A decoded stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +228,22 @@ impl<C: Codec> Envelope<C> {
     ///
     /// [`Error::Encode`] naming `T` and `key` when the codec refuses the value.
     pub fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Bytes> {
-        let mut out = Vec::with_capacity(HEADER_LEN + 64);
-        out.extend_from_slice(&self.header(KIND_VALUE));
+        self.encode_with(key, value, &StoredMeta::default())
+    }
+
+    /// Like [`encode`](Self::encode), with `meta` in the header.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`](Self::encode).
+    pub fn encode_with<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        meta: &StoredMeta,
+    ) -> Result<Bytes> {
+        let mut out = Vec::with_capacity(HEADER_V2_LEN + 64);
+        self.write_header(KIND_VALUE, meta, &mut out);
         self.codec
             .encode(value, &mut out)
             .map_err(|source| Error::Encode {
@@ -146,9 +257,14 @@ impl<C: Codec> Envelope<C> {
 
     /// The stored form of a negative entry: a header with no payload.
     pub fn encode_negative(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(HEADER_LEN);
-        out.put_slice(&self.header(KIND_NEGATIVE));
-        out.freeze()
+        self.encode_negative_with(&StoredMeta::default())
+    }
+
+    /// Like [`encode_negative`](Self::encode_negative), with `meta` in the header.
+    pub fn encode_negative_with(&self, meta: &StoredMeta) -> Bytes {
+        let mut out = Vec::with_capacity(HEADER_V2_LEN);
+        self.write_header(KIND_NEGATIVE, meta, &mut out);
+        Bytes::from(out)
     }
 
     /// Decodes what [`encode`](Self::encode) or [`encode_negative`](Self::encode_negative) wrote.
@@ -157,13 +273,9 @@ impl<C: Codec> Envelope<C> {
     ///
     /// A [`DecodeError`] for anything else; never panics, whatever the bytes.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>, DecodeError> {
-        let Some((header, payload)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        let Some(([_, codec_id, kind, v0, v1], _meta, payload)) = parse_header(bytes) else {
             return Err(DecodeError::NoHeader);
         };
-        let [magic, codec_id, kind, v0, v1] = *header;
-        if magic != MAGIC {
-            return Err(DecodeError::NoHeader);
-        }
         if codec_id != C::ID {
             return Err(DecodeError::OtherCodec {
                 found: codec_id,
@@ -188,9 +300,36 @@ impl<C: Codec> Envelope<C> {
         }
     }
 
-    fn header(&self, kind: u8) -> [u8; HEADER_LEN] {
+    /// Writes the header. Tags beyond [`MAX_TAGS`] or longer than [`MAX_TAG_LEN`] bytes are left
+    /// out here; the facade refuses them before anything is written.
+    fn write_header(&self, kind: u8, meta: &StoredMeta, out: &mut Vec<u8>) {
         let [v0, v1] = self.schema_version.to_le_bytes();
-        [MAGIC, C::ID, kind, v0, v1]
+        let tagged = !meta.tags.is_empty();
+        out.extend_from_slice(&[
+            MAGIC,
+            C::ID,
+            kind,
+            v0,
+            v1,
+            if tagged { FLAG_TAGS } else { 0 },
+        ]);
+        for duration in [meta.ttl, meta.stale_window, meta.load_time] {
+            out.extend_from_slice(&millis(duration).to_le_bytes());
+        }
+        if tagged {
+            out.extend_from_slice(&meta.written_at_ms.to_le_bytes());
+            let tags: Vec<&String> = meta
+                .tags
+                .iter()
+                .filter(|tag| tag.len() <= MAX_TAG_LEN)
+                .take(MAX_TAGS)
+                .collect();
+            out.push(u8::try_from(tags.len()).unwrap_or(u8::MAX));
+            for tag in tags {
+                out.push(u8::try_from(tag.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(tag.as_bytes());
+            }
+        }
     }
 }
 
@@ -251,6 +390,9 @@ mod tests {
             b"{\"id\":1}",
             b"\xC7\x01\x00\x00\x00{",
             b"\xC7\x01\x05\x00\x00",
+            b"\xC8\x01\x00\x00\x00",
+            b"\xC8\x01\x00\x00\x00\x02",
+            b"\xC8\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
         ] {
             assert!(env.decode::<User>(bad).is_err(), "{bad:?}");
         }
@@ -267,7 +409,39 @@ mod tests {
                 buf[..HEADER_LEN].copy_from_slice(&[MAGIC, 1, 0, 0, 0]);
             }
             let _ = env.decode::<BTreeMap<String, u64>>(&buf);
+            let _ = StoredMeta::read(&buf);
         }
+    }
+
+    #[test]
+    fn metadata_round_trips_and_old_headers_still_read() {
+        let env = Envelope::new(JsonCodec, 4);
+        let meta = StoredMeta {
+            ttl: Duration::from_secs(60),
+            stale_window: Duration::from_secs(3600),
+            load_time: Duration::from_millis(250),
+            written_at_ms: 1_790_000_000_000,
+            tags: vec!["tenant:7".into(), "product:42".into()],
+        };
+        let bytes = env.encode_with("k", &user(), &meta).unwrap();
+        assert_eq!(env.decode::<User>(&bytes).unwrap(), Decoded::Value(user()));
+        assert_eq!(StoredMeta::read(&bytes), meta);
+        let negative = env.encode_negative_with(&meta);
+        assert_eq!(env.decode::<User>(&negative).unwrap(), Decoded::Negative);
+        assert_eq!(StoredMeta::read(&negative), meta);
+
+        let plain = env.encode("k", &user()).unwrap();
+        assert_eq!(
+            plain.len(),
+            HEADER_V2_LEN + br#"{"id":7,"name":"ada"}"#.len()
+        );
+        assert_eq!(StoredMeta::read(&plain), StoredMeta::default());
+
+        let mut old = vec![MAGIC_V1, JsonCodec::ID, KIND_VALUE, 4, 0];
+        old.extend_from_slice(br#"{"id":7,"name":"ada"}"#);
+        assert_eq!(env.decode::<User>(&old).unwrap(), Decoded::Value(user()));
+        assert_eq!(StoredMeta::read(&old), StoredMeta::default());
+        assert_eq!(StoredMeta::read(b"raw bytes"), StoredMeta::default());
     }
 
     #[test]

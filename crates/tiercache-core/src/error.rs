@@ -24,6 +24,16 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A tag is empty, too long, or holds control characters, or an entry has too many.
+    /// Nothing was written.
+    #[error("invalid tag {tag:?}: {reason}")]
+    InvalidTag {
+        /// The rejected tag (cut to 64 characters when it is long).
+        tag: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
     /// A value could not be encoded by the cache's codec.
     #[error(
         "cannot encode a value of type {type_name} for key {key:?} with codec {codec}: {source}"

@@ -14,19 +14,62 @@ pub const NAMESPACE_SEPARATOR: char = ':';
 ///
 /// [`Error::InvalidKey`] saying which rule the key breaks.
 pub fn validate_key(key: &str) -> Result<()> {
-    let reason = if key.is_empty() {
-        "empty"
-    } else if key.len() > MAX_KEY_LEN {
-        "longer than 1024 bytes"
-    } else if key.chars().any(char::is_control) {
-        "contains a control character"
+    match broken_rule(key, MAX_KEY_LEN, "longer than 1024 bytes") {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidKey {
+            key: shortened(key),
+            reason,
+        }),
+    }
+}
+
+/// The rule `text` breaks, if any: empty, longer than `max_len` bytes, or a control character.
+fn broken_rule(text: &str, max_len: usize, too_long: &'static str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("empty")
+    } else if text.len() > max_len {
+        Some(too_long)
+    } else if text.chars().any(char::is_control) {
+        Some("contains a control character")
     } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey {
-        key: key.chars().take(64).collect(),
-        reason,
-    })
+        None
+    }
+}
+
+/// `text` cut to 64 characters, for an error message.
+fn shortened(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Checks the tags of one entry: at most [`MAX_TAGS`](crate::MAX_TAGS) of them, each not
+/// empty, at most [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes, no control characters.
+///
+/// # Errors
+///
+/// [`Error::InvalidTag`] saying which tag breaks which rule.
+pub fn validate_tags(tags: &[String]) -> Result<()> {
+    if tags.len() > crate::MAX_TAGS {
+        return Err(Error::InvalidTag {
+            tag: String::new(),
+            reason: "more than 255 tags on one entry",
+        });
+    }
+    tags.iter().try_for_each(|tag| validate_tag(tag))
+}
+
+/// Checks one tag (see [`validate_tags`]).
+///
+/// # Errors
+///
+/// [`Error::InvalidTag`] saying which rule the tag breaks.
+pub fn validate_tag(tag: &str) -> Result<()> {
+    match broken_rule(tag, crate::MAX_TAG_LEN, "longer than 255 bytes") {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidTag {
+            tag: shortened(tag),
+            reason,
+        }),
+    }
 }
 
 /// A namespace: the prefix that keeps one cache's keys apart from another's in shared tiers.

@@ -27,6 +27,7 @@ mod codec;
 mod entry;
 mod error;
 mod key;
+mod resilience;
 mod stats;
 mod strategy;
 mod tier;
@@ -36,12 +37,19 @@ pub use bytes::Bytes;
 
 pub use bus::{
     Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, GapReason, InstanceId, Invalidation,
+    unix_millis,
 };
 pub use bus_stats::{BusCounters, BusStats};
-pub use codec::{Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec};
+pub use codec::{
+    Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec, MAX_TAG_LEN,
+    MAX_TAGS, StoredMeta,
+};
 pub use entry::Entry;
 pub use error::{BoxError, Error, Result};
-pub use key::{MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, validate_key};
+pub use key::{
+    MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, validate_key, validate_tag, validate_tags,
+};
+pub use resilience::{DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, FailSafe};
 pub use stats::{CacheStats, CircuitState, LoadCounters, TierCounters, TierStats};
-pub use strategy::{CacheStrategy, DEFAULT_TTL, EntryOptions};
+pub use strategy::{CacheStrategy, DEFAULT_TTL, EntryOptions, unit_random};
 pub use tier::Tier;

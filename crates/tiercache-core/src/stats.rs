@@ -144,6 +144,13 @@ pub struct LoadCounters {
     coalesced: AtomicU64,
     negative_hits: AtomicU64,
     fills_rejected: AtomicU64,
+    stale_served: AtomicU64,
+    soft_timeouts: AtomicU64,
+    hard_timeouts: AtomicU64,
+    eager_refreshes: AtomicU64,
+    background_loads: AtomicU64,
+    background_refused: AtomicU64,
+    tag_rejected: AtomicU64,
 }
 
 impl LoadCounters {
@@ -168,6 +175,35 @@ impl LoadCounters {
     pub fn fill_rejected(&self) {
         self.fills_rejected.fetch_add(1, Ordering::Relaxed);
     }
+    /// Counts a call answered with a stale value because its load failed or timed out.
+    pub fn stale_served(&self) {
+        self.stale_served.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a load that passed its soft timeout.
+    pub fn soft_timeout(&self) {
+        self.soft_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a load abandoned at its hard timeout.
+    pub fn hard_timeout(&self) {
+        self.hard_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a background refresh started because a hit came near the entry's expiry.
+    pub fn eager_refresh(&self) {
+        self.eager_refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a load moved to (or started in) the background.
+    pub fn background_load(&self) {
+        self.background_loads.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a background load not started because the background limit was reached.
+    pub fn background_refused(&self) {
+        self.background_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a stored value read as a miss because one of its tags was invalidated after it
+    /// was written.
+    pub fn tag_rejected(&self) {
+        self.tag_rejected.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot of a whole cache: each tier top-down, then the loader.
@@ -189,6 +225,21 @@ pub struct CacheStats {
     /// Loaded or promoted values kept out of the cache because an invalidation of their key (or
     /// a gap) arrived while they were read: each one a stale insert prevented.
     pub fills_rejected: u64,
+    /// Calls answered with a stale value by fail-safe, because their load failed or timed out.
+    pub stale_served: u64,
+    /// Loads that passed their soft timeout (the caller got the stale value when there was one).
+    pub soft_timeouts: u64,
+    /// Loads abandoned at their hard timeout.
+    pub hard_timeouts: u64,
+    /// Background refreshes started because a hit came near the entry's expiry.
+    pub eager_refreshes: u64,
+    /// Loads run in the background (eager refreshes, and loads that passed a soft timeout).
+    pub background_loads: u64,
+    /// Background loads not started because the limit of loads in the background was reached.
+    pub background_refused: u64,
+    /// Stored values read as misses because a tag of theirs was invalidated after they were
+    /// written.
+    pub tag_rejected: u64,
     /// The invalidation bus, when the cache has one.
     pub bus: Option<crate::BusStats>,
 }
@@ -204,6 +255,13 @@ impl CacheStats {
             coalesced: loads.coalesced.load(Ordering::Relaxed),
             negative_hits: loads.negative_hits.load(Ordering::Relaxed),
             fills_rejected: loads.fills_rejected.load(Ordering::Relaxed),
+            stale_served: loads.stale_served.load(Ordering::Relaxed),
+            soft_timeouts: loads.soft_timeouts.load(Ordering::Relaxed),
+            hard_timeouts: loads.hard_timeouts.load(Ordering::Relaxed),
+            eager_refreshes: loads.eager_refreshes.load(Ordering::Relaxed),
+            background_loads: loads.background_loads.load(Ordering::Relaxed),
+            background_refused: loads.background_refused.load(Ordering::Relaxed),
+            tag_rejected: loads.tag_rejected.load(Ordering::Relaxed),
             bus: None,
         }
     }

@@ -6,6 +6,8 @@ use std::{
     time::Duration,
 };
 
+use crate::{EagerRefresh, FailSafe};
+
 /// A named time-to-live preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -47,25 +49,37 @@ impl CacheStrategy {
 /// The default TTL of a cache: 5 minutes.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
 
-/// Per-call options for a write: the strategy plus jitter and negative caching.
+/// Per-call options: the strategy, jitter, negative caching, tags, and the resilience settings
+/// (fail-safe, loader timeouts, eager refresh) that override the cache's defaults for this call.
 ///
 /// Every method that takes options accepts a bare [`CacheStrategy`] too.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tiercache_core::{CacheStrategy, EntryOptions};
+/// use tiercache_core::{CacheStrategy, EagerRefresh, EntryOptions, FailSafe};
 ///
 /// let opts = EntryOptions::new(CacheStrategy::ShortTerm)
 ///     .jitter(0.1)
-///     .negative_ttl(Duration::from_secs(30));
+///     .negative_ttl(Duration::from_secs(30))
+///     .tags(["tenant:7", "product:42"])
+///     .fail_safe(FailSafe::new(Duration::from_secs(3600)))
+///     .soft_timeout(Duration::from_millis(100))
+///     .hard_timeout(Duration::from_secs(2))
+///     .eager_refresh(EagerRefresh::LastFraction(0.1));
 /// assert_eq!(opts.strategy(), CacheStrategy::ShortTerm);
+/// assert_eq!(opts.tags_value(), ["tenant:7", "product:42"]);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct EntryOptions {
     strategy: CacheStrategy,
     jitter: f64,
     negative_ttl: Option<Duration>,
+    tags: Vec<String>,
+    fail_safe: Option<FailSafe>,
+    soft_timeout: Option<Duration>,
+    hard_timeout: Option<Duration>,
+    eager_refresh: Option<EagerRefresh>,
 }
 
 impl EntryOptions {
@@ -73,9 +87,81 @@ impl EntryOptions {
     pub fn new(strategy: CacheStrategy) -> Self {
         Self {
             strategy,
-            jitter: 0.0,
-            negative_ttl: None,
+            ..Self::default()
         }
+    }
+
+    /// Tags the entry: [`invalidate_tag`](https://docs.rs/tiercache) with any of them drops it
+    /// from every tier and instance. At most 255 tags of at most 255 bytes each, no control
+    /// characters. Default: none.
+    #[must_use]
+    pub fn tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Fail-safe for this call (see [`FailSafe`]); [`FailSafe::disabled`] turns the cache's
+    /// default off. Default: the cache's.
+    #[must_use]
+    pub fn fail_safe(mut self, fail_safe: FailSafe) -> Self {
+        self.fail_safe = Some(fail_safe);
+        self
+    }
+
+    /// After this long, a get-or-compute that has a stale fallback answers with it and lets the
+    /// load go on in the background, where it updates the cache when it finishes. Without a
+    /// fallback the caller keeps waiting (up to the hard timeout). `Duration::MAX` turns the
+    /// cache's default off. Default: the cache's.
+    #[must_use]
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// After this long, a get-or-compute gives up on its load (the loader's future is dropped)
+    /// and fails with [`Error::Timeout`](crate::Error::Timeout), or answers with the stale
+    /// fallback when fail-safe has one. `Duration::MAX` turns the cache's default off.
+    /// Default: the cache's.
+    #[must_use]
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.hard_timeout = Some(timeout);
+        self
+    }
+
+    /// Eager refresh for this call (see [`EagerRefresh`]). Default: the cache's.
+    #[must_use]
+    pub fn eager_refresh(mut self, eager_refresh: EagerRefresh) -> Self {
+        self.eager_refresh = Some(eager_refresh);
+        self
+    }
+
+    /// The tags.
+    pub fn tags_value(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// The fail-safe setting of this call, if it sets one.
+    pub fn fail_safe_value(&self) -> Option<FailSafe> {
+        self.fail_safe
+    }
+
+    /// The soft timeout of this call, if it sets one.
+    pub fn soft_timeout_value(&self) -> Option<Duration> {
+        self.soft_timeout
+    }
+
+    /// The hard timeout of this call, if it sets one.
+    pub fn hard_timeout_value(&self) -> Option<Duration> {
+        self.hard_timeout
+    }
+
+    /// The eager refresh policy of this call, if it sets one.
+    pub fn eager_refresh_value(&self) -> Option<EagerRefresh> {
+        self.eager_refresh
     }
 
     /// Shortens each entry's TTL by a random fraction of up to `fraction` (clamped to 0..=1), so
@@ -141,7 +227,7 @@ fn apply_jitter(ttl: Duration, fraction: f64) -> Duration {
 
 /// A uniform number in [0, 1). Jitter needs spread, not cryptographic quality, so this hashes a
 /// counter with the standard library's randomly keyed hasher instead of pulling in a RNG crate.
-fn unit_random() -> f64 {
+pub fn unit_random() -> f64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let bits = RandomState::new().hash_one(n) >> 11;

@@ -18,6 +18,7 @@ pub struct MemoryEntry {
     value: Option<Arc<dyn Any + Send + Sync>>,
     expires_at: Instant,
     weight: u32,
+    tags: Option<Arc<[String]>>,
 }
 
 impl MemoryEntry {
@@ -28,6 +29,7 @@ impl MemoryEntry {
             value: Some(value),
             expires_at,
             weight: u32::try_from(size_of::<T>()).unwrap_or(u32::MAX),
+            tags: None,
         }
     }
 
@@ -37,6 +39,7 @@ impl MemoryEntry {
             value: None,
             expires_at,
             weight: 0,
+            tags: None,
         }
     }
 
@@ -46,6 +49,20 @@ impl MemoryEntry {
     pub fn with_weight(mut self, bytes: usize) -> Self {
         self.weight = u32::try_from(bytes).unwrap_or(u32::MAX);
         self
+    }
+
+    /// Tags the entry, so [`MemoryTier::remove_tagged`] can find it.
+    #[must_use]
+    pub fn with_tags(mut self, tags: Arc<[String]>) -> Self {
+        self.tags = (!tags.is_empty()).then_some(tags);
+        self
+    }
+
+    /// Whether the entry carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags
+            .as_deref()
+            .is_some_and(|tags| tags.iter().any(|t| t == tag))
     }
 
     /// When the entry expires.
@@ -71,6 +88,7 @@ impl MemoryEntry {
             value: Some(value),
             expires_at: self.expires_at,
             weight: self.weight,
+            tags: self.tags,
         })
     }
 
@@ -172,6 +190,20 @@ impl MemoryTier {
             .map_err(|err| Error::backend(self.name.as_ref(), None, err))
     }
 
+    /// Removes every entry tagged `tag` (see [`MemoryEntry::with_tags`]). Like
+    /// [`remove_prefix`](Self::remove_prefix), reads stop seeing them at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove_prefix`](Self::remove_prefix).
+    pub fn remove_tagged(&self, tag: &str) -> Result<()> {
+        let tag = tag.to_owned();
+        self.entries
+            .invalidate_entries_if(move |_, entry| entry.has_tag(&tag))
+            .map(drop)
+            .map_err(|err| Error::backend(self.name.as_ref(), None, err))
+    }
+
     /// Removes every entry.
     pub fn clear(&self) {
         self.entries.invalidate_all();
@@ -269,6 +301,22 @@ mod tests {
         assert!(l1.get("order:1").await.is_some());
         l1.clear();
         assert!(l1.get("order:1").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn tag_removal_takes_only_tagged_entries() {
+        let l1 = MemoryTier::new(100);
+        let tags: Arc<[String]> = Arc::from(vec!["tenant:1".to_owned(), "blue".to_owned()]);
+        l1.insert(
+            "a",
+            MemoryEntry::new(Arc::new(0u8), soon(60_000)).with_tags(Arc::clone(&tags)),
+        )
+        .await;
+        l1.insert("b", MemoryEntry::new(Arc::new(0u8), soon(60_000)))
+            .await;
+        l1.remove_tagged("blue").unwrap();
+        assert!(l1.get("a").await.is_none());
+        assert!(l1.get("b").await.is_some());
     }
 
     #[tokio::test]

@@ -3,15 +3,19 @@
 //! load in this process.
 
 use std::{
-    any::Any, collections::HashMap, future::Future, panic::AssertUnwindSafe, sync::Arc,
-    time::Instant,
+    any::Any,
+    collections::HashMap,
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
 use tiercache_core::{
     Bytes, Codec, DecodeError, Decoded, Entry, EntryOptions, Error, Invalidation, Result,
-    validate_key,
+    validate_key, validate_tags,
 };
 
 use crate::{
@@ -19,7 +23,11 @@ use crate::{
     cache::Inner,
     flight::{Join, Leader, Waiter},
     guard::Stamp,
-    memory::Lookup,
+    memory::{Lookup, Placement},
+    observe::{self, call_span},
+    policy::Life,
+    read::{Behind, Examined},
+    write::WriteSpec,
 };
 
 /// What a batch read found for one key.
@@ -43,7 +51,13 @@ impl<C: Codec> Inner<C> {
         }
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            found.push(self.lookup_memory::<T, _>(key, &decode).await);
+            let mut lookup = self.lookup_memory::<T, _>(key, &decode).await;
+            if matches!(lookup, Lookup::Miss)
+                && let Behind::Fresh(value) = self.behind_front::<T>(key).await
+            {
+                lookup = Lookup::Hit(value);
+            }
+            found.push(lookup);
         }
         // Stamped before the tiers below are read, so an invalidation meanwhile wins (guard.rs).
         let mut missing: Vec<(usize, Stamp)> = found
@@ -85,25 +99,27 @@ impl<C: Codec> Inner<C> {
                 missing.into_iter().zip(&stored).zip(entries)
             {
                 let key = keys[index];
-                let value = match entry.map(|entry| {
-                    self.decode_hit(layer, key, &entry, &decode)
-                        .map(|v| (entry, v))
-                }) {
-                    Some(Some((entry, value))) => {
-                        self.promote(key, stored_key, level, &entry, value.clone(), stamp)
-                            .await;
-                        value
-                    }
-                    Some(None) => {
-                        still_missing.push((index, stamp));
-                        continue;
-                    }
-                    None => {
-                        layer.counters.miss();
-                        still_missing.push((index, stamp));
-                        continue;
-                    }
+                let Some(entry) = entry else {
+                    layer.counters.miss();
+                    still_missing.push((index, stamp));
+                    continue;
                 };
+                let Examined::Fresh(value, meta) = self.examine(layer, key, &entry, &decode).await
+                else {
+                    still_missing.push((index, stamp));
+                    continue;
+                };
+                let eager = self.defaults.eager_refresh;
+                self.promote(
+                    key,
+                    stored_key,
+                    level,
+                    (&entry, &meta),
+                    value.clone(),
+                    stamp,
+                    eager,
+                )
+                .await;
                 found[index] = value.map_or(Lookup::Negative, Lookup::Hit);
             }
             missing = still_missing;
@@ -120,23 +136,35 @@ impl<C: Codec> Inner<C> {
     pub(crate) async fn write_many<T: Any + Send + Sync>(
         &self,
         entries: Vec<(String, Arc<T>, Option<Bytes>)>,
-        options: &EntryOptions,
+        spec: &WriteSpec,
     ) -> Result<()> {
         let now = Instant::now();
-        let ttl = options.effective_ttl(self.default_ttl);
+        let ttl = spec.ttl;
         for (key, value, bytes) in &entries {
             self.clock.invalidate_key(key);
             if let Some(memory) = &self.memory {
-                let expires_at = now + ttl.mul_f64(memory.options().ttl_scale_value());
-                let weight = bytes.as_ref().map(Bytes::len);
-                self.store_in_memory(key, Some(Arc::clone(value)), expires_at, weight, None)
+                let fresh = ttl.mul_f64(memory.options().ttl_scale_value());
+                let eager = spec.policy.eager_refresh;
+                let placement = Placement {
+                    life: Life::new(
+                        now + fresh,
+                        fresh,
+                        Duration::ZERO,
+                        spec.stale_window(),
+                        eager,
+                    ),
+                    weight: bytes.as_ref().map(Bytes::len),
+                    tags: spec.tags.clone(),
+                };
+                self.store_in_memory(key, Some(Arc::clone(value)), placement, None)
                     .await;
             }
         }
         let mut first_error = None;
         if let Some((first_key, _, _)) = entries.first() {
             for layer in &self.tiers {
-                let expires_at = now + ttl.mul_f64(layer.options.ttl_scale_value());
+                let fresh = ttl.mul_f64(layer.options.ttl_scale_value());
+                let expires_at = now + fresh + spec.stale_window();
                 let batch: Vec<(String, Entry)> = entries
                     .iter()
                     .filter_map(|(key, _, bytes)| {
@@ -207,7 +235,7 @@ impl<C: Codec> Inner<C> {
         // Each round loads what this call leads and waits for the rest; a key whose leader went
         // away without an outcome (cancelled) is joined again in the next round.
         while !pending.is_empty() {
-            let mut leaders: Vec<(usize, Leader<'_>, Stamp)> = Vec::new();
+            let mut leaders: Vec<(usize, Leader, Stamp)> = Vec::new();
             let mut waiters: Vec<(usize, Waiter)> = Vec::new();
             for index in pending.drain(..) {
                 match self.flights.join(keys[index]).await {
@@ -258,7 +286,7 @@ impl<C: Codec> Inner<C> {
     async fn load_batch<T, F, Fut, E>(
         &self,
         keys: &[&str],
-        to_load: Vec<(usize, Leader<'_>, Stamp)>,
+        to_load: Vec<(usize, Leader, Stamp)>,
         options: &EntryOptions,
         loader: &F,
         answers: &mut [Option<Arc<T>>],
@@ -275,6 +303,7 @@ impl<C: Codec> Inner<C> {
             .collect();
         let first_key = asked.first().cloned().unwrap_or_default();
         self.loads.load();
+        let started = Instant::now();
         let mut loaded = match AssertUnwindSafe(loader(asked)).catch_unwind().await {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(source)) => {
@@ -300,11 +329,14 @@ impl<C: Codec> Inner<C> {
                 std::panic::resume_unwind(panic);
             }
         };
+        let policy = self.defaults.resolve(options);
+        let spec = WriteSpec::new(options, policy, self.default_ttl, started.elapsed());
         let mut first_error = None;
         for (index, leader, stamp) in to_load {
             let key = keys[index];
             let value = loaded.remove(key).map(Arc::new);
-            if let Err(err) = self.fill(key, value.clone(), options, stamp).await {
+            let filled = self.fill(key, value.clone(), options, spec.clone(), stamp);
+            if let Err(err) = filled.await {
                 leader.finish(Err(err.clone()));
                 first_error.get_or_insert(err);
                 continue;
@@ -346,16 +378,20 @@ impl<C: Codec> Cache<C> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let inner = &*self.inner;
-        let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
-        let found = inner.read_many::<T, _>(keys, decode).await?;
-        Ok(found
-            .into_iter()
-            .map(|lookup| match lookup {
-                Lookup::Hit(value) => Some(value),
-                Lookup::Negative | Lookup::Miss => None,
-            })
-            .collect())
+        let call = async {
+            let inner = &*self.inner;
+            let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
+            let found = inner.read_many::<T, _>(keys, decode).await?;
+            Ok(found
+                .into_iter()
+                .map(|lookup| match lookup {
+                    Lookup::Hit(value) => Some(value),
+                    Lookup::Negative | Lookup::Miss => None,
+                })
+                .collect())
+        };
+        let first = keys.first().copied().unwrap_or_default();
+        observe::traced(call_span!("get_many", first), call, observe::no_hit).await
     }
 
     /// Stores every `(key, value)` in every tier, with one batch write per tier below L1 (on
@@ -375,14 +411,21 @@ impl<C: Codec> Cache<C> {
     where
         T: Serialize + Clone + Send + Sync + 'static,
     {
-        let inner = &*self.inner;
-        let mut prepared = Vec::with_capacity(entries.len());
-        for (key, value) in entries {
-            validate_key(key)?;
-            let bytes = inner.encode_for_tiers(key, value)?;
-            prepared.push(((*key).to_owned(), Arc::new(value.clone()), bytes));
-        }
-        inner.write_many(prepared, &options.into()).await
+        let options = options.into();
+        let call = async {
+            let inner = &*self.inner;
+            validate_tags(options.tags_value())?;
+            let spec = inner.write_spec(&options);
+            let mut prepared = Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                validate_key(key)?;
+                let bytes = inner.encode_for_tiers(key, value, &spec)?;
+                prepared.push(((*key).to_owned(), Arc::new(value.clone()), bytes));
+            }
+            inner.write_many(prepared, &spec).await
+        };
+        let first = entries.first().map(|(key, _)| *key).unwrap_or_default();
+        observe::traced(call_span!("set_many", first), call, observe::no_hit).await
     }
 
     /// get-or-compute for many keys at once. The tiers are read as in
@@ -431,13 +474,20 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<HashMap<String, T>, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let found = self
-            .inner
-            .compute_many(keys, &options.into(), loader)
-            .await?;
-        Ok(found
-            .into_iter()
-            .map(|v| v.map(Arc::unwrap_or_clone))
-            .collect())
+        let options = options.into();
+        let call = async {
+            let found = self.inner.compute_many(keys, &options, loader).await?;
+            Ok(found
+                .into_iter()
+                .map(|v| v.map(Arc::unwrap_or_clone))
+                .collect())
+        };
+        let first = keys.first().copied().unwrap_or_default();
+        observe::traced(
+            call_span!("get_or_compute_many", first),
+            call,
+            observe::no_hit,
+        )
+        .await
     }
 }

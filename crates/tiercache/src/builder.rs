@@ -3,18 +3,25 @@
 use std::{sync::Arc, time::Duration};
 
 use tiercache_core::{
-    Bus, BusScope, CacheStrategy, Codec, DEFAULT_TTL, Envelope, Error, JsonCodec, LoadCounters,
-    Namespace, Result, Tier,
+    Bus, BusScope, CacheStrategy, Codec, DEFAULT_TTL, EagerRefresh, Envelope, Error, FailSafe,
+    JsonCodec, LoadCounters, Namespace, Result, Tier,
 };
 
+#[cfg(doc)]
+use tiercache_core::EntryOptions;
+
 use crate::{
-    BusOptions, Cache, TierOptions,
+    BusOptions, Cache, DEFAULT_BACKGROUND_LOADS, DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION,
+    TierOptions,
+    background::Background,
     bus::{BusLink, Receiver},
     cache::Inner,
     flight::Flights,
     guard::InvalidationClock,
     layer::Layer,
     memory::MemoryLayer,
+    policy::Defaults,
+    tags::TagClock,
 };
 
 /// Builds a [`Cache`]. Tiers are given top-down: [`memory`](Self::memory) is L1, then each
@@ -44,6 +51,12 @@ pub struct CacheBuilder<C: Codec = JsonCodec> {
     default_strategy: CacheStrategy,
     bus: Option<(Arc<dyn Bus>, BusOptions)>,
     l1_max_age: Option<Duration>,
+    defaults: Defaults,
+    background_loads: usize,
+    tag_check_interval: Duration,
+    tag_retention: Duration,
+    #[cfg(feature = "metrics")]
+    metrics_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -74,6 +87,12 @@ impl CacheBuilder<JsonCodec> {
             default_strategy: CacheStrategy::Default,
             bus: None,
             l1_max_age: None,
+            defaults: Defaults::default(),
+            background_loads: DEFAULT_BACKGROUND_LOADS,
+            tag_check_interval: DEFAULT_TAG_CHECK_INTERVAL,
+            tag_retention: DEFAULT_TAG_RETENTION,
+            #[cfg(feature = "metrics")]
+            metrics_every: None,
         }
     }
 }
@@ -124,6 +143,12 @@ impl<C: Codec> CacheBuilder<C> {
             default_strategy: self.default_strategy,
             bus: self.bus,
             l1_max_age: self.l1_max_age,
+            defaults: self.defaults,
+            background_loads: self.background_loads,
+            tag_check_interval: self.tag_check_interval,
+            tag_retention: self.tag_retention,
+            #[cfg(feature = "metrics")]
+            metrics_every: self.metrics_every,
         }
     }
 
@@ -160,6 +185,69 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// Fail-safe for every call that does not set its own (see [`FailSafe`]): entries are kept
+    /// `max_stale` past their TTL and a failed or timed-out load answers with the stale value.
+    /// Default: off.
+    pub fn fail_safe(mut self, fail_safe: FailSafe) -> Self {
+        self.defaults.fail_safe = fail_safe;
+        self
+    }
+
+    /// The soft timeout of every load whose call does not set one (see
+    /// [`EntryOptions::soft_timeout`]). Default: none.
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.defaults.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// The hard timeout of every load whose call does not set one (see
+    /// [`EntryOptions::hard_timeout`]). Default: none.
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.defaults.hard_timeout = Some(timeout);
+        self
+    }
+
+    /// Eager refresh for every call that does not set its own (see [`EagerRefresh`]).
+    /// Default: off.
+    pub fn eager_refresh(mut self, eager_refresh: EagerRefresh) -> Self {
+        self.defaults.eager_refresh = eager_refresh;
+        self
+    }
+
+    /// At most `limit` loads run in the background at once (eager refreshes, and loads that
+    /// passed their soft timeout). Past it, a refresh is skipped and a soft timeout keeps the
+    /// caller waiting. Default: [`DEFAULT_BACKGROUND_LOADS`].
+    pub fn background_loads(mut self, limit: usize) -> Self {
+        self.background_loads = limit;
+        self
+    }
+
+    /// How long this instance trusts a tag's invalidation time before reading its marker again
+    /// on a lower-tier read of a tagged value. With a bus, invalidations reach other instances
+    /// at once anyway; this bounds how late an instance learns of one it missed. Default:
+    /// [`DEFAULT_TAG_CHECK_INTERVAL`].
+    pub fn tag_check_interval(mut self, interval: Duration) -> Self {
+        self.tag_check_interval = interval;
+        self
+    }
+
+    /// How long a tag's invalidation marker stays in the tiers below L1. Entries that can live
+    /// longer (TTL plus fail-safe window) could come back after it. Default:
+    /// [`DEFAULT_TAG_RETENTION`] (one day).
+    pub fn tag_retention(mut self, retention: Duration) -> Self {
+        self.tag_retention = retention;
+        self
+    }
+
+    /// Publishes the cache's stats through the `metrics` crate facade every `interval` (see
+    /// [`Cache::record_metrics`]), from a task that ends when the cache is dropped. Needs a
+    /// Tokio runtime with timers. Default: not published.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_every(mut self, interval: Duration) -> Self {
+        self.metrics_every = Some(interval);
+        self
+    }
+
     /// Checks the configuration and builds the cache.
     ///
     /// # Errors
@@ -193,6 +281,9 @@ impl<C: Codec> CacheBuilder<C> {
             loads: LoadCounters::default(),
             bus: self.bus.map(|(bus, options)| BusLink::new(bus, options)),
             l1_max_age: self.l1_max_age,
+            defaults: self.defaults,
+            background: Background::new(self.background_loads),
+            tags: TagClock::new(self.tag_check_interval, self.tag_retention),
         });
         if let (Some(link), Some(channel)) = (&inner.bus, channel) {
             let receiver = Arc::new(Receiver {
@@ -200,6 +291,10 @@ impl<C: Codec> CacheBuilder<C> {
             });
             let scope = BusScope::new(&channel, inner.namespace.prefix());
             link.bus().start(scope, receiver).await?;
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(interval) = self.metrics_every {
+            crate::metrics::publish_every(&inner, interval);
         }
         Ok(Cache { inner })
     }

@@ -24,10 +24,10 @@ use std::{
 
 use tiercache_core::{
     Bus, BusCounters, BusEvent, BusMessage, BusSink, BusStats, Bytes, Codec, GapReason, InstanceId,
-    Invalidation, Result, async_trait,
+    Invalidation, Result, async_trait, unix_millis,
 };
 
-use crate::cache::Inner;
+use crate::{cache::Inner, tags::MARKER_PREFIX};
 
 /// How a cache uses its bus.
 ///
@@ -124,6 +124,7 @@ impl BusLink {
             origin: self.origin,
             sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
             sender_lost_messages: self.lost.swap(false, Ordering::SeqCst),
+            sent_at_ms: unix_millis(),
             invalidation,
         };
         match self.bus.publish(&message).await {
@@ -185,6 +186,12 @@ impl<C: Codec> Inner<C> {
         self.invalidate_in_memory(message.invalidation).await;
         // Counted once applied, so a reader of the stats that sees the count sees the effect.
         link.counters.received();
+        if message.sent_at_ms != 0 {
+            let lag = Duration::from_millis(unix_millis().saturating_sub(message.sent_at_ms));
+            link.counters.propagation_lag(lag);
+            #[cfg(feature = "metrics")]
+            crate::metrics::record_propagation_lag(self.namespace.name(), lag);
+        }
     }
 
     /// Drops from L1 what another instance changed: each key's clock first, then the entry.
@@ -195,10 +202,19 @@ impl<C: Codec> Inner<C> {
         match invalidation {
             Invalidation::Keys(keys) => {
                 for key in keys {
+                    // Server-assisted tracking reports a tag marker's change as a key.
+                    if let Some(tag) = key.strip_prefix(MARKER_PREFIX) {
+                        self.invalidate_tag_in_memory(tag, None);
+                        continue;
+                    }
                     self.clock.invalidate_key(&key);
                     memory.remove(&key).await;
                 }
             }
+            Invalidation::Tag {
+                tag,
+                invalidated_at_ms,
+            } => self.invalidate_tag_in_memory(&tag, Some(invalidated_at_ms)),
             Invalidation::Prefix(prefix) => {
                 self.clock.invalidate_everything();
                 if let Err(err) = memory.remove_prefix(&prefix) {
@@ -246,6 +262,8 @@ impl<C: Codec> Inner<C> {
         };
         link.counters.gap();
         self.clock.invalidate_everything();
+        // A tag message may have been lost too: read every tag's marker again.
+        self.tags.forget_all();
         if let Some(memory) = &self.memory {
             memory.clear();
             link.counters.l1_flush();

@@ -5,17 +5,22 @@ use std::{future::Future, sync::Arc, time::Duration};
 use serde::{Serialize, de::DeserializeOwned};
 use tiercache_core::{
     Bytes, CacheStats, Codec, Decoded, EntryOptions, Envelope, Error, JsonCodec, LoadCounters,
-    Namespace, Result, validate_key,
+    Namespace, Result, validate_key, validate_tags,
 };
 
 use crate::{
     CacheBuilder,
+    background::Background,
     bus::BusLink,
     flight::Flights,
     guard::InvalidationClock,
     layer::Layer,
     load::Negatives,
     memory::{Lookup, MemoryLayer, Slot},
+    observe::{self, call_span},
+    policy::Defaults,
+    tags::TagClock,
+    write::WriteSpec,
 };
 
 /// A multi-tier cache: a typed in-process L1 in front of any number of byte tiers.
@@ -83,6 +88,9 @@ pub(crate) struct Inner<C> {
     pub(crate) loads: LoadCounters,
     pub(crate) bus: Option<BusLink>,
     pub(crate) l1_max_age: Option<Duration>,
+    pub(crate) defaults: Defaults,
+    pub(crate) background: Background,
+    pub(crate) tags: TagClock,
 }
 
 impl Cache<JsonCodec> {
@@ -106,8 +114,10 @@ impl<C: Codec> Cache<C> {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
+        let span = call_span!("get", key);
         // Unique when the value did not go into L1 (no L1, or promotion off): then no clone.
-        Ok(self.get_arc::<T>(key).await?.map(Arc::unwrap_or_clone))
+        let read = async { Ok(self.read::<T>(key).await?.map(Arc::unwrap_or_clone)) };
+        observe::traced(span, read, observe::found).await
     }
 
     /// The value under `key` as the shared `Arc<T>` L1 holds: no clone of `T` on an L1 hit.
@@ -116,6 +126,14 @@ impl<C: Codec> Cache<C> {
     ///
     /// As [`get`](Self::get).
     pub async fn get_arc<T>(&self, key: &str) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let span = call_span!("get", key);
+        observe::traced(span, self.read::<T>(key), observe::found).await
+    }
+
+    async fn read<T>(&self, key: &str) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -131,14 +149,18 @@ impl<C: Codec> Cache<C> {
     /// instances to drop their L1 copy (or hands them the value, see
     /// [`BusOptions::updates_up_to`](crate::BusOptions::updates_up_to)).
     ///
+    /// The options' [tags](EntryOptions::tags) go with the value (see
+    /// [`invalidate_tag`](Self::invalidate_tag)); with [fail-safe](EntryOptions::fail_safe)
+    /// (here or as the cache's default) the value is kept past its TTL as a fallback.
+    ///
     /// Every tier is written even when one fails; the L1 write is kept whatever happens below.
     /// The message goes out after the shared tiers are written, so an instance that drops its copy
     /// and reads again finds the new value.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`] (nothing written); [`Error::Encode`] naming the type when the codec
-    /// refuses the value (nothing written); otherwise the first tier failure, after all tiers were
+    /// [`Error::InvalidKey`] or [`Error::InvalidTag`] (nothing written); [`Error::Encode`] naming
+    /// the type when the codec refuses the value (nothing written); otherwise the first tier failure, after all tiers were
     /// tried, or the bus's error when the message could not be sent (the other instances then
     /// empty their L1 when this instance's next message arrives).
     pub async fn set<T>(&self, key: &str, value: &T, options: impl Into<EntryOptions>) -> Result<()>
@@ -162,11 +184,16 @@ impl<C: Codec> Cache<C> {
     where
         T: Serialize + Send + Sync + 'static,
     {
-        validate_key(key)?;
-        let inner = &*self.inner;
-        let bytes = inner.encode_for_set(key, value.as_ref())?;
-        let ttl = options.into().effective_ttl(inner.default_ttl);
-        inner.store_and_publish(key, value, bytes, ttl).await
+        let options = options.into();
+        let write = async {
+            validate_key(key)?;
+            validate_tags(options.tags_value())?;
+            let inner = &*self.inner;
+            let spec = inner.write_spec(&options);
+            let bytes = inner.encode_for_set(key, value.as_ref(), &spec)?;
+            inner.store_and_publish(key, value, bytes, &spec).await
+        };
+        observe::traced(call_span!("set", key), write, observe::no_hit).await
     }
 
     /// The value under `key`, or the loader's value, stored in every tier on the way back.
@@ -176,10 +203,27 @@ impl<C: Codec> Cache<C> {
     /// panics, the panic continues in the caller that ran it and the waiters get
     /// [`Error::LoaderPanicked`]. If that caller's future is dropped mid-load, a waiter takes over.
     ///
+    /// The loader is `Send + 'static` (capture clones, not borrows) because it may run in the
+    /// background, where the options (or the cache's defaults) ask for it:
+    ///
+    /// - [fail-safe](EntryOptions::fail_safe): when the loader fails or times out and a stale
+    ///   copy is kept, the call answers with it (counted in `stats().stale_served`) and keeps
+    ///   answering with it for the throttle, without calling the loader;
+    /// - [soft timeout](EntryOptions::soft_timeout): past it, a call with a stale copy answers
+    ///   with it while the load goes on in the background and updates the cache;
+    /// - [hard timeout](EntryOptions::hard_timeout): past it, the loader's future is dropped and
+    ///   the call answers with the stale copy, or fails with [`Error::Timeout`];
+    /// - [eager refresh](EntryOptions::eager_refresh): a hit near the end of the entry's life
+    ///   answers at once and starts one background load of the key.
+    ///
+    /// Background loads are bounded ([`CacheBuilder::background_loads`]) and are aborted when
+    /// the last clone of the cache is dropped.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidKey`]; [`Error::Loader`] with the loader's error; [`Error::LoaderPanicked`];
-    /// [`Error::Encode`] when the loaded value cannot be encoded for the lower tiers.
+    /// [`Error::Timeout`] at the hard timeout without a stale copy; [`Error::Encode`] when the
+    /// loaded value cannot be encoded for the lower tiers.
     pub async fn get_or_compute<T, F, Fut, E>(
         &self,
         key: &str,
@@ -188,9 +232,9 @@ impl<C: Codec> Cache<C> {
     ) -> Result<T>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let value = self.get_or_compute_arc(key, options, loader).await?;
         Ok(Arc::unwrap_or_clone(value))
@@ -209,13 +253,33 @@ impl<C: Codec> Cache<C> {
     ) -> Result<Arc<T>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let span = call_span!("get_or_compute", key);
+        let call = self.compute_arc(key, options.into(), loader);
+        observe::traced(span, call, observe::no_hit).await
+    }
+
+    async fn compute_arc<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: EntryOptions,
+        loader: F,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if let Some(memory) = &self.inner.memory {
             match memory.lookup::<T>(key).await {
-                Slot::Ready(Lookup::Hit(value)) => return Ok(value),
+                Slot::Ready(Lookup::Hit(value)) => {
+                    observe::answered_by(memory.name());
+                    return Ok(value);
+                }
                 Slot::Encoded(encoded) => {
                     let decode = |bytes: &Bytes| self.inner.envelope.decode::<T>(bytes);
                     // Boxed: the rare path must not grow the hot path's future.
@@ -229,10 +293,12 @@ impl<C: Codec> Cache<C> {
             }
         }
         let loader = || async move { loader().await.map(Some) };
-        let loaded = self
-            .inner
-            .compute(key, options.into(), Negatives::LoadOver, loader)
-            .await?;
+        // Boxed: the miss path must not grow the hit path's future.
+        let loaded = Box::pin(
+            self.inner
+                .compute(key, options, Negatives::LoadOver, loader),
+        )
+        .await?;
         // NOTE: with `LoadOver` and a loader that always yields `Some`, `compute` has no path
         // that returns `None`; the error is here so that a future change cannot turn into a panic.
         loaded.ok_or_else(|| Error::loader(key, "the load produced no value"))
@@ -255,21 +321,23 @@ impl<C: Codec> Cache<C> {
     ) -> Result<Option<T>>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Option<T>, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let inner = &*self.inner;
-        let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
-        match inner.lookup_memory::<T, _>(key, decode).await {
-            Lookup::Hit(value) => return Ok(Some(T::clone(&value))),
-            Lookup::Negative => return Ok(None),
-            Lookup::Miss => {}
-        }
-        let loaded = inner
-            .compute(key, options.into(), Negatives::Answer, loader)
-            .await?;
-        Ok(loaded.map(Arc::unwrap_or_clone))
+        let options = options.into();
+        let call = async {
+            let inner = &self.inner;
+            let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
+            match inner.lookup_memory::<T, _>(key, decode).await {
+                Lookup::Hit(value) => return Ok(Some(T::clone(&value))),
+                Lookup::Negative => return Ok(None),
+                Lookup::Miss => {}
+            }
+            let loaded = Box::pin(inner.compute(key, options, Negatives::Answer, loader)).await?;
+            Ok(loaded.map(Arc::unwrap_or_clone))
+        };
+        observe::traced(call_span!("get_or_compute", key), call, observe::found).await
     }
 
     /// Removes `key` from every tier, and with a bus from every other instance's L1. A load of
@@ -281,8 +349,44 @@ impl<C: Codec> Cache<C> {
     /// [`Error::InvalidKey`]; otherwise the first tier failure, after all tiers were tried, or
     /// the bus's error.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
-        self.inner.remove_everywhere(key).await
+        let call = async {
+            validate_key(key)?;
+            self.inner.remove_everywhere(key).await
+        };
+        observe::traced(call_span!("invalidate", key), call, observe::no_hit).await
+    }
+
+    /// Drops every entry [tagged](EntryOptions::tags) `tag` from every tier, and with a bus from
+    /// every other instance's L1. Entries written after this call are not affected.
+    ///
+    /// No key lists are kept: this writes one small marker per tier holding the time, and a
+    /// tagged value read below L1 is a miss when it was written before a tag's marker. See the
+    /// README's "Tags" section for the costs and the clock assumption.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
+    /// use tiercache::{Cache, CacheStrategy, EntryOptions, MemoryTier, MokaTier};
+    ///
+    /// let cache = Cache::builder().memory(MemoryTier::new(1_000)).tier(MokaTier::new(10_000)).build().await?;
+    /// let tagged = EntryOptions::new(CacheStrategy::ShortTerm).tags(["tenant:7"]);
+    /// cache.set("invoice:1", &100u32, tagged.clone()).await?;
+    /// cache.set("invoice:2", &200u32, tagged).await?;
+    /// cache.set("invoice:3", &300u32, CacheStrategy::ShortTerm).await?;
+    ///
+    /// cache.invalidate_tag("tenant:7").await?;
+    /// assert_eq!(cache.get::<u32>("invoice:1").await?, None);
+    /// assert_eq!(cache.get::<u32>("invoice:2").await?, None);
+    /// assert_eq!(cache.get::<u32>("invoice:3").await?, Some(300));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTag`]; otherwise the first tier failure, after all tiers were tried, or
+    /// the bus's error.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        let call = self.inner.invalidate_tag_everywhere(tag);
+        observe::traced(call_span!("invalidate_tag", tag), call, observe::no_hit).await
     }
 
     /// Removes every key that starts with `prefix` (taken literally) from every tier, and with a
@@ -294,8 +398,16 @@ impl<C: Codec> Cache<C> {
     /// the key rules; otherwise the first tier failure, after all tiers were tried, or the bus's
     /// error.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<()> {
-        validate_key(prefix)?;
-        self.inner.remove_prefix_everywhere(prefix).await
+        let call = async {
+            validate_key(prefix)?;
+            self.inner.remove_prefix_everywhere(prefix).await
+        };
+        observe::traced(
+            call_span!("invalidate_prefix", prefix),
+            call,
+            observe::no_hit,
+        )
+        .await
     }
 
     /// Removes every entry of this cache: all of L1, and this cache's namespace in the tiers
@@ -306,7 +418,8 @@ impl<C: Codec> Cache<C> {
     ///
     /// The first tier failure, after all tiers were tried, or the bus's error.
     pub async fn clear(&self) -> Result<()> {
-        self.inner.clear_everywhere().await
+        let call = self.inner.clear_everywhere();
+        observe::traced(call_span!("clear", ""), call, observe::no_hit).await
     }
 
     /// The raw bytes under `key`, for untyped use. Bytes are stored as given, without the codec
@@ -316,14 +429,18 @@ impl<C: Codec> Cache<C> {
     ///
     /// As [`get`](Self::get).
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
-        let raw = |bytes: &Bytes| Ok(Decoded::Value(bytes.clone()));
-        match self.inner.read_through(key, raw).await? {
-            Lookup::Hit(value) => Ok(Some(Bytes::clone(&value))),
-            Lookup::Negative | Lookup::Miss => Ok(None),
-        }
+        let call = async {
+            let raw = |bytes: &Bytes| Ok(Decoded::Value(bytes.clone()));
+            match self.inner.read_through(key, raw).await? {
+                Lookup::Hit(value) => Ok(Some(Bytes::clone(&value))),
+                Lookup::Negative | Lookup::Miss => Ok(None),
+            }
+        };
+        observe::traced(call_span!("get_bytes", key), call, observe::found).await
     }
 
-    /// Stores raw bytes under `key` in every tier, as they are.
+    /// Stores raw bytes under `key` in every tier, as they are. Raw bytes have no header, so
+    /// the options' tags and fail-safe window do not apply to them.
     ///
     /// # Errors
     ///
@@ -334,26 +451,28 @@ impl<C: Codec> Cache<C> {
         value: impl Into<Bytes>,
         options: impl Into<EntryOptions>,
     ) -> Result<()> {
-        validate_key(key)?;
-        let inner = &*self.inner;
         let value: Bytes = value.into();
-        let ttl = options.into().effective_ttl(inner.default_ttl);
-        let bytes = Some(value.clone());
-        inner
-            .store_and_publish(key, Arc::new(value), bytes, ttl)
-            .await
+        let options = options.into();
+        let call = async {
+            validate_key(key)?;
+            let inner = &*self.inner;
+            let spec = WriteSpec {
+                tags: None,
+                policy: inner.defaults.resolve(&options).without_keeping(),
+                ..inner.write_spec(&options)
+            };
+            let bytes = Some(value.clone());
+            inner
+                .store_and_publish(key, Arc::new(value), bytes, &spec)
+                .await
+        };
+        observe::traced(call_span!("set_bytes", key), call, observe::no_hit).await
     }
 
     /// Counters of every tier, top-down, of the loader, and of the bus (connected, messages,
     /// gaps, L1 flushes, time since the last message).
     pub fn stats(&self) -> CacheStats {
-        let inner = &*self.inner;
-        CacheStats::new(
-            inner.memory.as_ref().map(MemoryLayer::stats),
-            inner.tiers.iter().map(Layer::stats).collect(),
-            &inner.loads,
-        )
-        .with_bus(inner.bus.as_ref().map(BusLink::stats))
+        self.inner.stats()
     }
 
     /// The namespace (empty for none).
@@ -361,9 +480,34 @@ impl<C: Codec> Cache<C> {
         self.inner.namespace.name()
     }
 
-    /// Loads in flight right now (one per key being loaded). Zero whenever no call is running:
-    /// a load that ends in any way — value, error, panic or cancellation — leaves nothing behind.
+    /// Loads in flight right now (one per key being loaded), the background ones included.
+    /// Zero whenever no call is running and nothing runs in the background: a load that ends in
+    /// any way — value, error, panic, timeout or cancellation — leaves nothing behind.
     pub fn loads_in_flight(&self) -> usize {
         self.inner.flights.len()
+    }
+
+    /// Loads running in the background right now (eager refreshes, and loads that passed
+    /// their soft timeout). They are aborted when the last clone of the cache is dropped.
+    pub fn background_loads(&self) -> usize {
+        self.inner.background.running()
+    }
+}
+
+impl<C: Codec> Inner<C> {
+    /// See [`Cache::stats`].
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats::new(
+            self.memory.as_ref().map(MemoryLayer::stats),
+            self.tiers.iter().map(Layer::stats).collect(),
+            &self.loads,
+        )
+        .with_bus(self.bus.as_ref().map(BusLink::stats))
+    }
+
+    /// The spec of a `set` with `options`: its TTL, tags and resolved policy.
+    pub(crate) fn write_spec(&self, options: &EntryOptions) -> WriteSpec {
+        let policy = self.defaults.resolve(options);
+        WriteSpec::new(options, policy, self.default_ttl, Duration::ZERO)
     }
 }

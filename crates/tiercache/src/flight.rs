@@ -19,28 +19,28 @@ pub(crate) type Outcome = Result<Option<Arc<dyn Any + Send + Sync>>, Error>;
 
 type Slot = watch::Receiver<Option<Outcome>>;
 
-/// The loads in flight, by key.
+/// The loads in flight, by key. Shared, so a leader can move into a background task.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    in_flight: scc::HashMap<String, Slot>,
+    in_flight: Arc<scc::HashMap<String, Slot>>,
 }
 
 /// A caller's part in a load: lead it, or wait for it.
-pub(crate) enum Join<'a> {
-    Lead(Leader<'a>),
+pub(crate) enum Join {
+    Lead(Leader),
     Wait(Waiter),
 }
 
 impl Flights {
     /// Joins the load of `key`, starting it if none is in flight.
-    pub(crate) async fn join(&self, key: &str) -> Join<'_> {
+    pub(crate) async fn join(&self, key: &str) -> Join {
         match self.in_flight.entry_async(key.to_owned()).await {
             MapEntry::Occupied(entry) => Join::Wait(Waiter(entry.get().clone())),
             MapEntry::Vacant(entry) => {
                 let (sender, receiver) = watch::channel(None);
                 entry.insert_entry(receiver.clone());
                 Join::Lead(Leader {
-                    flights: self,
+                    in_flight: Arc::clone(&self.in_flight),
                     key: key.to_owned(),
                     sender,
                     registered: receiver,
@@ -55,27 +55,27 @@ impl Flights {
     }
 }
 
-/// The caller that runs the load. Dropping it ends the flight.
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+/// The caller that runs the load (or the background task it handed the load to). Dropping it
+/// ends the flight.
+pub(crate) struct Leader {
+    in_flight: Arc<scc::HashMap<String, Slot>>,
     key: String,
     sender: watch::Sender<Option<Outcome>>,
     registered: Slot,
 }
 
-impl Leader<'_> {
+impl Leader {
     /// Hands `outcome` to every waiter and ends the flight.
     pub(crate) fn finish(self, outcome: Outcome) {
         self.sender.send_replace(Some(outcome));
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
         // Remove only our own registration: a later flight for the same key may already exist.
         let registered = &self.registered;
-        self.flights
-            .in_flight
+        self.in_flight
             .remove_if_sync(&self.key, |slot| slot.same_channel(registered));
     }
 }

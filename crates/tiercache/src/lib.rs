@@ -54,6 +54,7 @@
 //! plugged in with [`CacheBuilder::codec`].
 #![doc(test(attr(deny(warnings))))]
 
+mod background;
 mod batch;
 mod breaker;
 mod builder;
@@ -64,24 +65,32 @@ mod guard;
 mod layer;
 mod load;
 mod memory;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod observe;
 mod options;
+mod policy;
 mod promotion;
 mod read;
+mod tags;
 mod write;
 
+pub use background::DEFAULT_BACKGROUND_LOADS;
 pub use breaker::CircuitBreaker;
 pub use builder::CacheBuilder;
 pub use bus::BusOptions;
 pub use cache::Cache;
 pub use options::TierOptions;
 pub use promotion::Promotion;
+pub use tags::{DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
 #[cfg(all(feature = "bus", feature = "streams"))]
 pub use tiercache_bus::RedisStreamBus;
 #[cfg(feature = "bus")]
 pub use tiercache_bus::{RedisBus, RedisBusOptions, RedisTrackingBus};
 pub use tiercache_core::{
-    BoxError, Bus, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec, Entry,
-    EntryOptions, Error, JsonCodec, MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
+    BoxError, Bus, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec,
+    DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, Entry, EntryOptions, Error, FailSafe, JsonCodec,
+    MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
 };
 #[cfg(feature = "moka")]
 pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};

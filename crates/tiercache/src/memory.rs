@@ -38,8 +38,47 @@ pub(crate) struct Encoded {
     pub(crate) expires_at: Instant,
 }
 
+/// The copy L1 keeps past the front entry's expiry, for an eager refresh (while it is still
+/// fresh) or as a fail-safe fallback (once it is stale). It lives under the key followed by a
+/// NUL, which no user key can contain (keys refuse control characters), so a prefix removal or
+/// a clear takes it along with the front entry.
+#[derive(Debug)]
+pub(crate) struct Kept<T> {
+    pub(crate) value: Arc<T>,
+    pub(crate) fresh_until: Instant,
+    pub(crate) keep_until: Instant,
+    pub(crate) tags: Option<Arc<[String]>>,
+}
+
+/// What goes into L1 with a value besides the value: its life, its weight and its tags.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub(crate) life: crate::policy::Life,
+    /// The encoded size, when known.
+    pub(crate) weight: Option<usize>,
+    pub(crate) tags: Option<Arc<[String]>>,
+}
+
+impl Placement {
+    /// A plain entry until `expires_at`, without tags.
+    pub(crate) fn plain(expires_at: Instant, weight: Option<usize>) -> Self {
+        Self {
+            life: crate::policy::Life::plain(expires_at),
+            weight,
+            tags: None,
+        }
+    }
+}
+
+#[cfg(feature = "moka")]
+fn kept_key(key: &str) -> String {
+    format!("{key}\u{0}")
+}
+
 #[cfg(feature = "moka")]
 mod imp {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use tiercache_core::TierCounters;
     use tiercache_moka::{MemoryEntry, MemoryTier};
 
@@ -54,6 +93,9 @@ mod imp {
         options: TierOptions,
         counters: TierCounters,
         promotion: Gate,
+        /// Whether a kept copy was ever stored: until then writes and removals skip the kept
+        /// key, so caches without fail-safe or eager refresh pay nothing for them.
+        keeps: AtomicBool,
     }
 
     impl MemoryLayer {
@@ -63,6 +105,7 @@ mod imp {
                 promotion: Gate::new(options.promotion_value()),
                 options,
                 counters: TierCounters::default(),
+                keeps: AtomicBool::new(false),
             }
         }
 
@@ -80,14 +123,69 @@ mod imp {
         }
 
         /// The hot path: one moka lookup and a type check; no allocation, no key copy.
-        /// Counted in the tier's hits and misses.
+        /// Counted in the tier's hits; a miss is counted by the caller with
+        /// [`count_miss`](Self::count_miss) once the kept copy was looked at too.
         pub(crate) async fn lookup<T: Any + Send + Sync>(&self, key: &str) -> Slot<T> {
             let found = self.peek(key).await;
-            match found {
-                Slot::Ready(Lookup::Miss) => self.counters.miss(),
-                _ => self.counters.hit(),
+            if !matches!(found, Slot::Ready(Lookup::Miss)) {
+                self.counters.hit();
             }
             found
+        }
+
+        pub(crate) fn count_hit(&self) {
+            self.counters.hit();
+        }
+
+        pub(crate) fn count_miss(&self) {
+            self.counters.miss();
+        }
+
+        /// The copy kept past the front entry's expiry, if there is one of type `T`.
+        pub(crate) async fn kept<T: Any + Send + Sync>(&self, key: &str) -> Option<Kept<T>> {
+            if !self.keeps.load(Ordering::Relaxed) {
+                return None;
+            }
+            let entry = self.tier.get(&kept_key(key)).await?;
+            let keep_until = entry.expires_at();
+            let kept = entry.into_typed::<Kept<T>>()?;
+            Some(Kept {
+                value: Arc::clone(&kept.value),
+                fresh_until: kept.fresh_until,
+                keep_until,
+                tags: kept.tags.clone(),
+            })
+        }
+
+        /// Stores the kept copy of `value`, or removes an older one when `placement` needs none.
+        pub(crate) async fn place_kept<T: Any + Send + Sync>(
+            &self,
+            key: &str,
+            value: Option<&Arc<T>>,
+            placement: &Placement,
+        ) {
+            let life = &placement.life;
+            match value {
+                Some(value) if life.needs_kept() => {
+                    self.keeps.store(true, Ordering::Relaxed);
+                    let kept = Kept {
+                        value: Arc::clone(value),
+                        fresh_until: life.fresh_until,
+                        keep_until: life.keep_until,
+                        tags: placement.tags.clone(),
+                    };
+                    let entry = MemoryEntry::new(Arc::new(kept), life.keep_until);
+                    let entry = weighed(entry, placement);
+                    self.tier.insert(kept_key(key), entry).await;
+                }
+                _ => self.remove_kept(key).await,
+            }
+        }
+
+        async fn remove_kept(&self, key: &str) {
+            if self.keeps.load(Ordering::Relaxed) {
+                self.tier.remove(&kept_key(key)).await;
+            }
         }
 
         /// A lookup that is not counted: the second look a load leader takes before loading.
@@ -112,31 +210,47 @@ mod imp {
             let encoded = Arc::new(Encoded { bytes, expires_at });
             let entry = MemoryEntry::new(encoded, expires_at).with_weight(weight);
             self.tier.insert(key, entry).await;
+            self.remove_kept(key).await;
             self.counters.write();
         }
 
-        /// Stores a value; `weight` is its encoded size when known.
+        /// Stores a value (or a negative entry for `None`) as `placement` says: the front entry
+        /// until the refresh point or the end of its fresh life, and the kept copy when the life
+        /// asks for one.
         pub(crate) async fn insert<T: Any + Send + Sync>(
             &self,
             key: &str,
-            value: Arc<T>,
-            expires_at: Instant,
-            weight: Option<usize>,
+            value: Option<Arc<T>>,
+            placement: &Placement,
         ) {
-            let entry = MemoryEntry::new(value, expires_at);
-            let entry = match weight {
-                Some(bytes) => entry.with_weight(bytes),
-                None => entry,
+            let until = placement.life.front_until();
+            let entry = match &value {
+                Some(value) => weighed(MemoryEntry::new(Arc::clone(value), until), placement),
+                None => MemoryEntry::negative(until),
             };
             self.tier.insert(key, entry).await;
+            self.place_kept(key, value.as_ref(), placement).await;
             self.counters.write();
         }
 
-        pub(crate) async fn insert_negative(&self, key: &str, expires_at: Instant) {
-            self.tier
-                .insert(key, MemoryEntry::negative(expires_at))
-                .await;
-            self.counters.write();
+        /// Puts back the front entry of a value served from its kept copy, until `until`, so
+        /// the next hits take the fast path again.
+        pub(crate) async fn refront<T: Any + Send + Sync>(
+            &self,
+            key: &str,
+            value: Arc<T>,
+            until: Instant,
+            tags: Option<Arc<[String]>>,
+        ) {
+            let mut entry = MemoryEntry::new(value, until);
+            if let Some(tags) = tags {
+                entry = entry.with_tags(tags);
+            }
+            self.tier.insert(key, entry).await;
+        }
+
+        pub(crate) fn remove_tagged(&self, tag: &str) -> Result<()> {
+            self.tier.remove_tagged(tag)
         }
 
         pub(crate) fn record_promotion(&self) {
@@ -145,6 +259,7 @@ mod imp {
 
         pub(crate) async fn remove(&self, key: &str) {
             self.tier.remove(key).await;
+            self.remove_kept(key).await;
         }
 
         pub(crate) fn remove_prefix(&self, prefix: &str) -> Result<()> {
@@ -157,6 +272,17 @@ mod imp {
 
         pub(crate) fn stats(&self) -> TierStats {
             self.counters.snapshot(self.tier.name())
+        }
+    }
+
+    fn weighed(entry: MemoryEntry, placement: &Placement) -> MemoryEntry {
+        let entry = match placement.weight {
+            Some(bytes) => entry.with_weight(bytes),
+            None => entry,
+        };
+        match &placement.tags {
+            Some(tags) => entry.with_tags(Arc::clone(tags)),
+            None => entry,
         }
     }
 }
@@ -188,16 +314,33 @@ mod imp {
         pub(crate) async fn insert_encoded(&self, _key: &str, _bytes: Bytes, _at: Instant) {
             match *self {}
         }
+        pub(crate) fn count_hit(&self) {
+            match *self {}
+        }
+        pub(crate) fn count_miss(&self) {
+            match *self {}
+        }
+        pub(crate) async fn kept<T: Any + Send + Sync>(&self, _key: &str) -> Option<Kept<T>> {
+            match *self {}
+        }
         pub(crate) async fn insert<T: Any + Send + Sync>(
             &self,
             _key: &str,
-            _value: Arc<T>,
-            _expires_at: Instant,
-            _weight: Option<usize>,
+            _value: Option<Arc<T>>,
+            _placement: &Placement,
         ) {
             match *self {}
         }
-        pub(crate) async fn insert_negative(&self, _key: &str, _expires_at: Instant) {
+        pub(crate) async fn refront<T: Any + Send + Sync>(
+            &self,
+            _key: &str,
+            _value: Arc<T>,
+            _until: Instant,
+            _tags: Option<Arc<[String]>>,
+        ) {
+            match *self {}
+        }
+        pub(crate) fn remove_tagged(&self, _tag: &str) -> Result<()> {
             match *self {}
         }
         pub(crate) fn record_promotion(&self) {

@@ -1,15 +1,49 @@
-//! The read path below L1: tiers top-down, decode once, promote upwards.
+//! The read path below L1's front entry: the kept copy, then the tiers top-down (decode once,
+//! check freshness and tags, promote upwards).
 
 use std::{any::Any, sync::Arc, time::Instant};
 
-use tiercache_core::{Bytes, Codec, DecodeError, Decoded, Entry, Result, validate_key};
+use tiercache_core::{
+    Bytes, Codec, DecodeError, Decoded, EagerRefresh, Entry, Result, StoredMeta, validate_key,
+};
 
 use crate::{
     cache::Inner,
     guard::Stamp,
     layer::Layer,
-    memory::{Encoded, Lookup, MemoryLayer, Slot},
+    memory::{Encoded, Lookup, MemoryLayer, Placement, Slot},
+    observe,
+    policy::{Life, Stale},
 };
+
+/// What L1 holds for a key behind its front entry.
+pub(crate) enum Behind<T> {
+    /// A copy still fresh (the front entry expired at the refresh point): answered, and put
+    /// back in front.
+    Fresh(Arc<T>),
+    /// A copy past its fresh life, kept as a fail-safe fallback.
+    Stale(Stale<T>),
+    /// Nothing.
+    Nothing,
+}
+
+/// What the tiers below L1 hold for a key.
+pub(crate) struct Below<T> {
+    /// The first fresh entry, promoted; or a miss.
+    pub(crate) found: Lookup<T>,
+    /// The first stale entry met on the way down, as a fallback.
+    pub(crate) stale: Option<Stale<T>>,
+}
+
+/// One entry a lower tier returned, examined.
+pub(crate) enum Examined<T> {
+    /// Fresh: the value (`None`: a cached "not found") and the header's metadata.
+    Fresh(Option<Arc<T>>, StoredMeta),
+    /// Past its fresh life, inside its stale window.
+    Stale(Stale<T>),
+    /// Not usable: does not decode, a tag of it was invalidated, or a stale "not found".
+    Unusable,
+}
 
 impl<C: Codec> Inner<C> {
     /// The read path of `get`: L1, then, after an L1 miss, the tiers below. A cached "not
@@ -29,16 +63,31 @@ impl<C: Codec> Inner<C> {
         }
         // Invalid keys are never stored, so checking after the L1 miss keeps the hit path free of it.
         validate_key(key)?;
-        let stamp = self.clock.stamp(key);
-        let found = self.read_below(key, stamp, decode).await;
-        if matches!(found, Lookup::Negative) {
-            self.loads.negative_hit();
-        }
-        Ok(found)
+        // Boxed: the miss path must not grow the hit path's future.
+        Box::pin(self.read_after_front_miss(key, decode)).await
     }
 
-    /// The L1 lookup: a miss when there is no L1; a cached "not found" is counted. Bytes a bus
-    /// update left in L1 are decoded with `decode`.
+    async fn read_after_front_miss<T, D>(&self, key: &str, decode: D) -> Result<Lookup<T>>
+    where
+        T: Any + Send + Sync,
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        if let Behind::Fresh(value) = self.behind_front::<T>(key).await {
+            return Ok(Lookup::Hit(value));
+        }
+        let stamp = self.clock.stamp(key);
+        let below = self
+            .read_below(key, stamp, decode, self.defaults.eager_refresh)
+            .await;
+        if matches!(below.found, Lookup::Negative) {
+            self.loads.negative_hit();
+        }
+        Ok(below.found)
+    }
+
+    /// The L1 front lookup: a miss when there is no L1; a cached "not found" is counted. Bytes
+    /// a bus update left in L1 are decoded with `decode`. A miss is not counted here: the
+    /// caller looks behind the front ([`behind_front`](Self::behind_front)), which counts.
     pub(crate) async fn lookup_memory<T, D>(&self, key: &str, decode: D) -> Lookup<T>
     where
         T: Any + Send + Sync,
@@ -54,10 +103,66 @@ impl<C: Codec> Inner<C> {
                 Box::pin(self.type_update(memory, key, &encoded, decode)).await
             }
         };
-        if matches!(found, Lookup::Negative) {
-            self.loads.negative_hit();
+        match found {
+            Lookup::Negative => self.loads.negative_hit(),
+            Lookup::Hit(_) => observe::answered_by(memory.name()),
+            Lookup::Miss => {}
         }
         found
+    }
+
+    /// After a miss of L1's front entry: the kept copy, put back in front when it is still
+    /// fresh. Counts the L1 hit or miss.
+    pub(crate) async fn behind_front<T: Any + Send + Sync>(&self, key: &str) -> Behind<T> {
+        let Some(memory) = &self.memory else {
+            return Behind::Nothing;
+        };
+        let stamp = self.clock.stamp(key);
+        match memory.kept::<T>(key).await {
+            Some(kept) if Instant::now() < kept.fresh_until => {
+                memory.count_hit();
+                observe::answered_by(memory.name());
+                let tags = kept.tags.clone();
+                self.refront(key, &kept.value, tags, kept.fresh_until, stamp)
+                    .await;
+                Behind::Fresh(kept.value)
+            }
+            Some(kept) => {
+                memory.count_miss();
+                Behind::Stale(Stale {
+                    value: kept.value,
+                    keep_until: kept.keep_until,
+                    tags: kept.tags,
+                })
+            }
+            None => {
+                memory.count_miss();
+                Behind::Nothing
+            }
+        }
+    }
+
+    /// Puts a value served from behind the front (a kept copy, a stale fallback) in L1's front
+    /// until `until`, unless an invalidation of the key arrived since `stamp`.
+    pub(crate) async fn refront<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        tags: Option<Arc<[String]>>,
+        until: Instant,
+        stamp: Stamp,
+    ) {
+        let Some(memory) = &self.memory else {
+            return;
+        };
+        if !self.clock.unchanged_since(stamp) {
+            return;
+        }
+        let until = self.cap_l1_expiry(until);
+        memory.refront(key, Arc::clone(value), until, tags).await;
+        if !self.clock.unchanged_since(stamp) {
+            memory.remove(key).await;
+        }
     }
 
     /// An L1 lookup that is not counted: the second look a load leader takes before loading.
@@ -104,23 +209,36 @@ impl<C: Codec> Inner<C> {
         let still_there =
             matches!(memory.peek::<T>(key).await, Slot::Encoded(now) if Arc::ptr_eq(&now, encoded));
         if still_there {
-            let weight = Some(encoded.bytes.len());
-            self.store_in_memory(key, value.clone(), encoded.expires_at, weight, Some(stamp))
+            let meta = StoredMeta::read(&encoded.bytes);
+            let mut placement = Placement::plain(encoded.expires_at, Some(encoded.bytes.len()));
+            placement.tags = (!meta.tags.is_empty()).then(|| Arc::from(meta.tags));
+            self.store_in_memory(key, value.clone(), placement, Some(stamp))
                 .await;
         }
         value.map_or(Lookup::Negative, Lookup::Hit)
     }
 
-    /// Reads the tiers below L1 in order. The first live entry that decodes is promoted to the
-    /// tiers above it (with its remaining TTL, scaled) and returned. A tier error or undecodable
-    /// bytes count against that tier and read as a miss, so one broken tier never fails a read.
-    pub(crate) async fn read_below<T, D>(&self, key: &str, stamp: Stamp, decode: D) -> Lookup<T>
+    /// Reads the tiers below L1 in order. The first fresh entry that decodes is promoted to the
+    /// tiers above it (with its remaining fresh life, scaled) and returned; the first stale one
+    /// met on the way is handed back as a fallback. A tier error or undecodable bytes count
+    /// against that tier and read as a miss, so one broken tier never fails a read.
+    pub(crate) async fn read_below<T, D>(
+        &self,
+        key: &str,
+        stamp: Stamp,
+        decode: D,
+        eager: EagerRefresh,
+    ) -> Below<T>
     where
         T: Any + Send + Sync,
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
     {
+        let mut below = Below {
+            found: Lookup::Miss,
+            stale: None,
+        };
         if self.tiers.is_empty() {
-            return Lookup::Miss;
+            return below;
         }
         let stored_key = self.namespace.apply(key);
         for (level, layer) in self.tiers.iter().enumerate() {
@@ -133,29 +251,43 @@ impl<C: Codec> Inner<C> {
                 // Counted and logged by `call`; a broken tier reads as a miss.
                 Err(_) => continue,
             };
-            let Some(value) = self.decode_hit(layer, key, &entry, &decode) else {
-                continue;
-            };
-            self.promote(key, &stored_key, level, &entry, value.clone(), stamp)
-                .await;
-            return value.map_or(Lookup::Negative, Lookup::Hit);
+            match self.examine(layer, key, &entry, &decode).await {
+                Examined::Fresh(value, meta) => {
+                    observe::answered_by(layer.name());
+                    let found = (&entry, &meta);
+                    self.promote(key, &stored_key, level, found, value.clone(), stamp, eager)
+                        .await;
+                    below.found = value.map_or(Lookup::Negative, Lookup::Hit);
+                    return below;
+                }
+                Examined::Stale(stale) => {
+                    below.stale.get_or_insert(stale);
+                }
+                Examined::Unusable => {}
+            }
         }
-        Lookup::Miss
+        below
     }
 
-    /// Decodes an entry a lower tier returned and counts the hit. `None` when the bytes do not
-    /// decode: counted as a decode error and a miss (the caller reads on below). `Some(None)` is
-    /// a cached "not found".
-    pub(crate) fn decode_hit<T, D>(
+    /// Examines an entry a lower tier returned: its tags, its value, its freshness. Counts the
+    /// tier's hit or miss (a stale entry is a miss), decode errors and tag rejections.
+    pub(crate) async fn examine<T, D>(
         &self,
         layer: &Layer,
         key: &str,
         entry: &Entry,
         decode: D,
-    ) -> Option<Option<Arc<T>>>
+    ) -> Examined<T>
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
     {
+        let meta = StoredMeta::read(&entry.value);
+        if !meta.tags.is_empty() && self.tag_invalidated(layer, &meta).await {
+            self.loads.tag_rejected();
+            layer.counters.miss();
+            tracing::debug!(tier = layer.name(), key, tags = ?meta.tags, "a tag of the stored value was invalidated after it was written; read as a miss");
+            return Examined::Unusable;
+        }
         let value = match decode(&entry.value) {
             Ok(Decoded::Value(value)) => Some(Arc::new(value)),
             Ok(Decoded::Negative) => None,
@@ -163,35 +295,51 @@ impl<C: Codec> Inner<C> {
                 layer.counters.decode_error();
                 layer.counters.miss();
                 tracing::debug!(tier = layer.name(), key, %err, "stored value does not decode; read as a miss");
-                return None;
+                return Examined::Unusable;
             }
         };
+        let fresh_until = fresh_until(entry, &meta);
+        if Instant::now() >= fresh_until {
+            layer.counters.miss();
+            return match value {
+                Some(value) => Examined::Stale(Stale {
+                    value,
+                    keep_until: entry.expires_at,
+                    tags: (!meta.tags.is_empty()).then(|| Arc::from(meta.tags)),
+                }),
+                None => Examined::Unusable,
+            };
+        }
         layer.counters.hit();
-        Some(value)
+        Examined::Fresh(value, meta)
     }
 
     /// Copies an entry found at `level` into the tiers above it that take promotions. Each copy
-    /// gets the entry's remaining TTL times (its tier's scale / the source tier's scale), never
-    /// more than the remaining TTL: promotion never extends an entry's life.
+    /// gets the entry's remaining fresh life times (its tier's scale / the source tier's scale),
+    /// never more than the remaining life, plus the entry's stale window: promotion never
+    /// extends an entry's life.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the promotion needs the key in both forms, where it was found, the value, the guard stamp and the refresh policy"
+    )]
     pub(crate) async fn promote<T: Any + Send + Sync>(
         &self,
         key: &str,
         stored_key: &str,
         level: usize,
-        entry: &Entry,
+        (entry, meta): (&Entry, &StoredMeta),
         value: Option<Arc<T>>,
         stamp: Stamp,
+        eager: EagerRefresh,
     ) {
         let now = Instant::now();
-        let remaining = entry.expires_at.saturating_duration_since(now);
+        let fresh_until = fresh_until(entry, meta);
+        let remaining = fresh_until.saturating_duration_since(now);
         if remaining.is_zero() {
             return;
         }
         let source_scale = self.tiers[level].options.ttl_scale_value();
-        let expires_at = |scale: f64| {
-            let ratio = (scale / source_scale).min(1.0);
-            (now + remaining.mul_f64(ratio)).min(entry.expires_at)
-        };
+        let fresh_for = |scale: f64| remaining.mul_f64((scale / source_scale).min(1.0));
         for layer in self.tiers[..level]
             .iter()
             .filter(|l| l.promotion.admit(key))
@@ -200,9 +348,10 @@ impl<C: Codec> Inner<C> {
                 self.loads.fill_rejected();
                 return;
             }
+            let fresh = fresh_for(layer.options.ttl_scale_value());
             let copy = Entry::expiring_at(
                 entry.value.clone(),
-                expires_at(layer.options.ttl_scale_value()),
+                (now + fresh + meta.stale_window).min(entry.expires_at),
             );
             if layer
                 .call("promote", key, layer.tier.set(stored_key, copy))
@@ -214,10 +363,24 @@ impl<C: Codec> Inner<C> {
             }
         }
         if let Some(memory) = self.memory.as_ref().filter(|m| m.admits(key)) {
-            let expires_at = expires_at(memory.options().ttl_scale_value());
-            let weight = Some(entry.value.len());
+            let scale = memory.options().ttl_scale_value();
+            let fresh = fresh_for(scale);
+            // An entry without a recorded TTL (raw bytes, an older header) refreshes by what is
+            // left of it.
+            let ttl = if meta.ttl.is_zero() {
+                fresh
+            } else {
+                meta.ttl.mul_f64(scale)
+            };
+            let mut life = Life::new(now + fresh, ttl, meta.load_time, meta.stale_window, eager);
+            life.keep_until = life.keep_until.min(entry.expires_at);
+            let placement = Placement {
+                life,
+                weight: Some(entry.value.len()),
+                tags: (!meta.tags.is_empty()).then(|| Arc::from(meta.tags.as_slice())),
+            };
             if self
-                .store_in_memory(key, value, expires_at, weight, Some(stamp))
+                .store_in_memory(key, value, placement, Some(stamp))
                 .await
             {
                 memory.record_promotion();
@@ -227,4 +390,12 @@ impl<C: Codec> Inner<C> {
             self.loads.fill_rejected();
         }
     }
+}
+
+/// When a stored entry stops being fresh: its expiry minus the stale window its header gives.
+fn fresh_until(entry: &Entry, meta: &StoredMeta) -> Instant {
+    entry
+        .expires_at
+        .checked_sub(meta.stale_window)
+        .unwrap_or(entry.expires_at)
 }

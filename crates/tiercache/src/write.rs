@@ -6,20 +6,64 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, Codec, Entry, EntryOptions, Invalidation, Result};
+use tiercache_core::{Bytes, Codec, Entry, EntryOptions, Invalidation, Result, StoredMeta};
 
-use crate::{cache::Inner, guard::Stamp, layer::Layer};
+use crate::{
+    cache::Inner,
+    guard::Stamp,
+    layer::Layer,
+    memory::Placement,
+    policy::{Life, Policy},
+};
+
+/// What a write stores besides the value: the fresh TTL, how long the load took, the call's
+/// resilience policy (its stale window and eager refresh) and the tags.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteSpec {
+    pub(crate) ttl: Duration,
+    pub(crate) load_time: Duration,
+    pub(crate) policy: Policy,
+    pub(crate) tags: Option<Arc<[String]>>,
+}
+
+impl WriteSpec {
+    /// The spec of a write with `options`, loaded in `load_time` (zero for a set).
+    pub(crate) fn new(
+        options: &EntryOptions,
+        policy: Policy,
+        default_ttl: Duration,
+        load_time: Duration,
+    ) -> Self {
+        let tags = options.tags_value();
+        Self {
+            ttl: options.effective_ttl(default_ttl),
+            load_time,
+            policy,
+            tags: (!tags.is_empty()).then(|| Arc::from(tags)),
+        }
+    }
+
+    /// The header metadata of the value.
+    pub(crate) fn meta(&self) -> StoredMeta {
+        let tags = self.tags.as_deref().unwrap_or_default();
+        self.policy.meta(self.ttl, self.load_time, tags)
+    }
+
+    /// How long past its fresh life the value is kept.
+    pub(crate) fn stale_window(&self) -> Duration {
+        self.policy.stale_window()
+    }
+}
 
 impl<C: Codec> Inner<C> {
-    /// Puts `value` (or a negative entry for `None`) in L1 until `expires_at`. With a `guard`, the
-    /// insert is undone if an invalidation for the key arrived since the stamp (see `guard.rs`).
-    /// Returns whether the entry is in place.
+    /// Puts `value` (or a negative entry for `None`) in L1 as `placement` says. With a `guard`,
+    /// the insert is undone if an invalidation for the key arrived since the stamp (see
+    /// `guard.rs`). Returns whether the entry is in place.
     pub(crate) async fn store_in_memory<T: Any + Send + Sync>(
         &self,
         key: &str,
         value: Option<Arc<T>>,
-        expires_at: Instant,
-        weight: Option<usize>,
+        placement: Placement,
         guard: Option<Stamp>,
     ) -> bool {
         let Some(memory) = &self.memory else {
@@ -28,11 +72,11 @@ impl<C: Codec> Inner<C> {
         if guard.is_some_and(|stamp| !self.clock.unchanged_since(stamp)) {
             return false;
         }
-        let expires_at = self.cap_l1_expiry(expires_at);
-        match value {
-            Some(value) => memory.insert(key, value, expires_at, weight).await,
-            None => memory.insert_negative(key, expires_at).await,
-        }
+        let placement = Placement {
+            life: placement.life.capped(self.l1_deadline()),
+            ..placement
+        };
+        memory.insert(key, value, &placement).await;
         match guard {
             Some(stamp) if !self.clock.unchanged_since(stamp) => {
                 memory.remove(key).await;
@@ -42,9 +86,10 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Writes a value to every tier, top-down: L1 with `value`, the tiers below with `bytes`,
-    /// each for `ttl` times its scale. Every tier is tried; the first failure is returned, and
-    /// what was written stays written (L1 included).
+    /// Writes a value to every tier, top-down: L1 with `value`, the tiers below with `bytes`
+    /// (already encoded with the spec's metadata), each fresh for the spec's TTL times its scale
+    /// and kept for the stale window after that. Every tier is tried; the first failure is
+    /// returned, and what was written stays written (L1 included).
     ///
     /// With a `guard` (a fill after a load), nothing more is written once an invalidation for the
     /// key has arrived since the stamp: the newer write or invalidation wins.
@@ -53,15 +98,26 @@ impl<C: Codec> Inner<C> {
         key: &str,
         value: Option<Arc<T>>,
         bytes: Option<Bytes>,
-        ttl: Duration,
+        spec: &WriteSpec,
         guard: Option<Stamp>,
     ) -> Result<()> {
         let now = Instant::now();
+        let stale_window = spec.stale_window();
         if let Some(memory) = &self.memory {
-            let expires_at = now + ttl.mul_f64(memory.options().ttl_scale_value());
-            let weight = bytes.as_ref().map(Bytes::len);
-            self.store_in_memory(key, value, expires_at, weight, guard)
-                .await;
+            let fresh = spec.ttl.mul_f64(memory.options().ttl_scale_value());
+            let life = Life::new(
+                now + fresh,
+                fresh,
+                spec.load_time,
+                stale_window,
+                spec.policy.eager_refresh,
+            );
+            let placement = Placement {
+                life,
+                weight: bytes.as_ref().map(Bytes::len),
+                tags: spec.tags.clone(),
+            };
+            self.store_in_memory(key, value, placement, guard).await;
         }
         let Some(bytes) = bytes else {
             return Ok(());
@@ -72,10 +128,8 @@ impl<C: Codec> Inner<C> {
             if guard.is_some_and(|stamp| !self.clock.unchanged_since(stamp)) {
                 break;
             }
-            let entry = Entry::expiring_at(
-                bytes.clone(),
-                now + ttl.mul_f64(layer.options.ttl_scale_value()),
-            );
+            let fresh = spec.ttl.mul_f64(layer.options.ttl_scale_value());
+            let entry = Entry::expiring_at(bytes.clone(), now + fresh + stale_window);
             match layer
                 .call("set", key, layer.tier.set(&stored_key, entry))
                 .await
@@ -89,11 +143,16 @@ impl<C: Codec> Inner<C> {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// The instant the L1 max age allows an entry written now to live until, if there is one.
+    pub(crate) fn l1_deadline(&self) -> Option<Instant> {
+        self.l1_max_age.map(|max_age| Instant::now() + max_age)
+    }
+
     /// Caps an L1 expiry at the configured L1 max age, which bounds how long L1 can serve a
     /// value even if the bus is silently dead.
     pub(crate) fn cap_l1_expiry(&self, expires_at: Instant) -> Instant {
-        match self.l1_max_age {
-            Some(max_age) => expires_at.min(Instant::now() + max_age),
+        match self.l1_deadline() {
+            Some(deadline) => expires_at.min(deadline),
             None => expires_at,
         }
     }
@@ -106,7 +165,7 @@ impl<C: Codec> Inner<C> {
         key: &str,
         value: Arc<T>,
         bytes: Option<Bytes>,
-        ttl: Duration,
+        spec: &WriteSpec,
     ) -> Result<()> {
         // A load of this key already in flight must not overwrite this newer value.
         self.clock.invalidate_key(key);
@@ -114,13 +173,13 @@ impl<C: Codec> Inner<C> {
             (Some(limit), Some(bytes)) if bytes.len() <= limit => Some(bytes.clone()),
             _ => None,
         };
-        let written = self.write_all(key, Some(value), bytes, ttl, None).await;
+        let written = self.write_all(key, Some(value), bytes, spec, None).await;
         let published = self
             .publish(|| match update {
                 Some(value) => Invalidation::Update {
                     key: key.to_owned(),
                     value,
-                    ttl,
+                    ttl: spec.ttl,
                 },
                 None => Invalidation::Keys(vec![key.to_owned()]),
             })
@@ -134,11 +193,15 @@ impl<C: Codec> Inner<C> {
         &self,
         key: &str,
         value: &T,
+        spec: &WriteSpec,
     ) -> Result<Option<Bytes>> {
         if self.tiers.is_empty() && self.bus.as_ref().and_then(|b| b.updates_up_to()).is_some() {
-            return self.envelope.encode(key, value).map(Some);
+            return self
+                .envelope
+                .encode_with(key, value, &spec.meta())
+                .map(Some);
         }
-        self.encode_for_tiers(key, value)
+        self.encode_for_tiers(key, value, spec)
     }
 
     /// Encodes `value` for the tiers below L1; `None` when there are none, so a memory-only
@@ -147,11 +210,14 @@ impl<C: Codec> Inner<C> {
         &self,
         key: &str,
         value: &T,
+        spec: &WriteSpec,
     ) -> Result<Option<Bytes>> {
         if self.tiers.is_empty() {
             return Ok(None);
         }
-        self.envelope.encode(key, value).map(Some)
+        self.envelope
+            .encode_with(key, value, &spec.meta())
+            .map(Some)
     }
 
     /// Stores what a loader returned, guarded by the stamp taken before the load. A `None` is
@@ -166,23 +232,31 @@ impl<C: Codec> Inner<C> {
         key: &str,
         loaded: Option<Arc<T>>,
         options: &EntryOptions,
+        spec: WriteSpec,
         stamp: Stamp,
     ) -> Result<()> {
-        let (ttl, bytes) = match &loaded {
-            Some(value) => (
-                options.effective_ttl(self.default_ttl),
-                self.encode_for_tiers(key, value.as_ref())?,
-            ),
+        let (spec, bytes) = match &loaded {
+            Some(value) => {
+                let bytes = self.encode_for_tiers(key, value.as_ref(), &spec)?;
+                (spec, bytes)
+            }
             None => match options.effective_negative_ttl() {
-                Some(ttl) => (
-                    ttl,
-                    (!self.tiers.is_empty()).then(|| self.envelope.encode_negative()),
-                ),
+                Some(ttl) => {
+                    // A cached "not found" is neither kept as a fallback nor refreshed early.
+                    let spec = WriteSpec {
+                        ttl,
+                        policy: spec.policy.without_keeping(),
+                        ..spec
+                    };
+                    let bytes = (!self.tiers.is_empty())
+                        .then(|| self.envelope.encode_negative_with(&spec.meta()));
+                    (spec, bytes)
+                }
                 None => return Ok(()),
             },
         };
         // NOTE: failures were already counted and logged per tier inside write_all.
-        let _tier_failure = self.write_all(key, loaded, bytes, ttl, Some(stamp)).await;
+        let _tier_failure = self.write_all(key, loaded, bytes, &spec, Some(stamp)).await;
         if !self.clock.unchanged_since(stamp) {
             self.loads.fill_rejected();
         }
@@ -191,7 +265,7 @@ impl<C: Codec> Inner<C> {
 
     /// Runs `call` on every tier below L1 in order, going on after a failure, and returns the
     /// first failure.
-    async fn on_every_tier(
+    pub(crate) async fn on_every_tier(
         &self,
         operation: &'static str,
         key: &str,

@@ -185,7 +185,7 @@ async fn keys_the_loader_leaves_out_are_cached_as_not_found_when_asked() {
     for _ in 0..3 {
         let calls = Arc::clone(&calls);
         let found = cache
-            .get_or_compute_many(&["ghost"], options, move |_keys| {
+            .get_or_compute_many(&["ghost"], options.clone(), move |_keys| {
                 let calls = Arc::clone(&calls);
                 async move {
                     *calls.lock().unwrap() += 1;

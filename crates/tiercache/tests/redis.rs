@@ -206,7 +206,7 @@ async fn a_frozen_redis_costs_at_most_the_timeout_and_then_nothing() {
         let key = format!("later{i}");
         assert_eq!(
             cache
-                .get_or_compute(&key, CacheStrategy::ShortTerm, || load(i))
+                .get_or_compute(&key, CacheStrategy::ShortTerm, move || load(i))
                 .await
                 .unwrap(),
             i

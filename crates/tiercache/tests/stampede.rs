@@ -278,7 +278,7 @@ async fn different_keys_load_independently() {
             tokio::spawn(async move {
                 let key = format!("k{}", i % 5);
                 cache
-                    .get_or_compute(&key, CacheStrategy::ShortTerm, || async move {
+                    .get_or_compute(&key, CacheStrategy::ShortTerm, move || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(30)).await;
                         Ok::<_, Error>(i % 5)

@@ -271,7 +271,10 @@ async fn a_loaders_none_is_cached_only_when_negative_caching_is_asked_for() {
     for _ in 0..2 {
         let found = s
             .cache
-            .get_or_compute_optional("gone", plain, || load(calls.clone()))
+            .get_or_compute_optional("gone", plain.clone(), {
+                let calls = calls.clone();
+                move || load(calls)
+            })
             .await;
         assert_eq!(found.unwrap(), None);
     }
@@ -282,11 +285,14 @@ async fn a_loaders_none_is_cached_only_when_negative_caching_is_asked_for() {
     );
     assert!(s.l2.raw("ns:gone").is_none());
 
-    let negative = plain.negative_ttl(Duration::from_millis(300));
+    let negative = plain.clone().negative_ttl(Duration::from_millis(300));
     for _ in 0..3 {
         let found = s
             .cache
-            .get_or_compute_optional("gone", negative, || load(calls.clone()))
+            .get_or_compute_optional("gone", negative.clone(), {
+                let calls = calls.clone();
+                move || load(calls)
+            })
             .await;
         assert_eq!(found.unwrap(), None);
     }
@@ -305,7 +311,10 @@ async fn a_loaders_none_is_cached_only_when_negative_caching_is_asked_for() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let found = s
         .cache
-        .get_or_compute_optional("gone", negative, || load(calls.clone()))
+        .get_or_compute_optional("gone", negative, {
+            let calls = calls.clone();
+            move || load(calls)
+        })
         .await;
     assert_eq!(found.unwrap(), None);
     assert_eq!(
@@ -336,7 +345,10 @@ async fn jitter_spreads_expiry_without_exceeding_the_ttl() {
     let ttl = Duration::from_secs(3 * 60 * 60);
     let before = Instant::now();
     for i in 0..100 {
-        s.cache.set(&format!("j{i}"), &i, options).await.unwrap();
+        s.cache
+            .set(&format!("j{i}"), &i, options.clone())
+            .await
+            .unwrap();
     }
     let expiries: Vec<Instant> = (0..100)
         .map(|i| s.l3.raw(&format!("ns:j{i}")).unwrap().expires_at)

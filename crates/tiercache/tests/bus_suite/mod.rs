@@ -266,7 +266,7 @@ pub(crate) async fn fills_do_not_publish<T: Transport>(transport: &T) {
         let key = format!("item:{i}");
         let loaded = all[0]
             .cache
-            .get_or_compute(&key, CacheStrategy::LongTerm, || async move {
+            .get_or_compute(&key, CacheStrategy::LongTerm, move || async move {
                 Ok::<_, std::io::Error>(i)
             })
             .await

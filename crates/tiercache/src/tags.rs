@@ -1,0 +1,220 @@
+//! Tags: drop every entry about one tenant or product at once, in every tier and instance,
+//! without keeping key lists.
+//!
+//! The design: per-tag invalidation times, checked on read.
+//!
+//! - A tagged value carries its tags and the wall-clock time it was written in its header.
+//! - `invalidate_tag(tag)` writes a marker `<namespace>:\x01tag:<tag>` holding the time (one
+//!   small key per tag, in every tier below L1), removes the tagged entries from this L1 (moka
+//!   predicate removal, effective for reads at once), and publishes the tag and time on the
+//!   bus, where every other instance does the same to its L1.
+//! - A tagged value read from a lower tier is a miss when one of its tags was invalidated at or
+//!   after its write time. The time of each tag is remembered per instance for the check
+//!   interval (or until a bus message or gap changes it); after that it is read again from the
+//!   tier the value came from, one batch read for all of the value's tags.
+//!
+//! Costs: an invalidation is one marker write per tier and one bus message, whatever the number
+//! of entries; no entry is touched. A read of a tagged value below L1 costs at most one extra
+//! batch read per check interval per tag; reads of untagged values and L1 hits cost nothing.
+//! Every marker is a plain key, so this works on a Redis Cluster as it does on one server. The
+//! markers live for the tag retention (default one day): an entry that outlives it (TTL plus
+//! stale window) could come back after its marker expired. Write times are wall-clock times
+//! of different machines, so clocks must agree to well under a second (NTP does this).
+
+use std::time::{Duration, Instant};
+
+use tiercache_core::{Bytes, Codec, Entry, Invalidation, Result, StoredMeta, validate_tag};
+
+use crate::{cache::Inner, layer::Layer};
+
+/// What every tag marker key starts with (after the namespace). The control character keeps
+/// markers apart from user keys, which may not contain one.
+pub(crate) const MARKER_PREFIX: &str = "\u{1}tag:";
+
+/// How long a tag's invalidation time read from a tier is trusted before it is read again.
+pub const DEFAULT_TAG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a tag marker lives in the tiers.
+pub const DEFAULT_TAG_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The tag invalidation times this instance knows.
+#[derive(Debug)]
+pub(crate) struct TagClock {
+    known: scc::HashMap<String, Known>,
+    check_interval: Duration,
+    retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    invalidated_at_ms: u64,
+    learned: Instant,
+}
+
+impl TagClock {
+    pub(crate) fn new(check_interval: Duration, retention: Duration) -> Self {
+        Self {
+            known: scc::HashMap::new(),
+            check_interval,
+            retention,
+        }
+    }
+
+    /// Notes that `tag` was invalidated at `at_ms` (keeps the later of two times).
+    pub(crate) fn record(&self, tag: &str, at_ms: u64) {
+        let now = Instant::now();
+        self.known
+            .entry_sync(tag.to_owned())
+            .and_modify(|known| {
+                known.invalidated_at_ms = known.invalidated_at_ms.max(at_ms);
+                known.learned = now;
+            })
+            .or_insert(Known {
+                invalidated_at_ms: at_ms,
+                learned: now,
+            });
+    }
+
+    /// Forgets what is known of `tag`, so the next check reads its marker.
+    pub(crate) fn forget(&self, tag: &str) {
+        self.known.remove_sync(tag);
+    }
+
+    /// Forgets every tag (after a bus gap: a tag message may have been lost).
+    pub(crate) fn forget_all(&self) {
+        self.known.clear_sync();
+    }
+
+    /// The invalidation time of `tag`, when known recently enough to trust.
+    fn trusted(&self, tag: &str) -> Option<u64> {
+        self.known
+            .read_sync(tag, |_, known| *known)
+            .filter(|known| known.learned.elapsed() < self.check_interval)
+            .map(|known| known.invalidated_at_ms)
+    }
+}
+
+/// The marker key of `tag`, before the namespace.
+pub(crate) fn marker_key(tag: &str) -> String {
+    format!("{MARKER_PREFIX}{tag}")
+}
+
+/// Reads a marker's value: the invalidation time as decimal text. Anything else reads as
+/// "invalidated at the end of time", so a corrupt marker hides the tag's entries rather than
+/// serving them.
+fn marker_time(bytes: &Bytes) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+impl<C: Codec> Inner<C> {
+    /// Whether a value with `meta`, read from `layer`, was written at or before the last
+    /// invalidation of one of its tags. When a tag's time cannot be read, the answer is yes: a
+    /// miss is the safe reading.
+    pub(crate) async fn tag_invalidated(&self, layer: &Layer, meta: &StoredMeta) -> bool {
+        let mut unknown = Vec::new();
+        for tag in &meta.tags {
+            match self.tags.trusted(tag) {
+                Some(at) if meta.written_at_ms <= at => return true,
+                Some(_) => {}
+                None => unknown.push(tag),
+            }
+        }
+        if unknown.is_empty() {
+            return false;
+        }
+        let keys: Vec<String> = unknown
+            .iter()
+            .map(|tag| self.namespace.apply(&marker_key(tag)))
+            .collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let first = keys.first().copied().unwrap_or_default();
+        let Ok(markers) = layer
+            .call("get tag markers", first, layer.tier.get_many(&keys))
+            .await
+        else {
+            return true;
+        };
+        let mut invalidated = false;
+        for (tag, marker) in unknown.iter().zip(markers) {
+            let at = marker.map_or(0, |entry| marker_time(&entry.value));
+            self.tags.record(tag, at);
+            invalidated |= meta.written_at_ms <= at;
+        }
+        invalidated
+    }
+
+    /// Drops every entry tagged `tag`: from this L1 at once, from the tiers below by marker,
+    /// from every other instance's L1 by bus message.
+    pub(crate) async fn invalidate_tag_everywhere(&self, tag: &str) -> Result<()> {
+        validate_tag(tag)?;
+        let at = tiercache_core::unix_millis();
+        // A load in flight must not put a tagged value it read before this back into L1.
+        self.clock.invalidate_everything();
+        self.tags.record(tag, at);
+        let in_memory = match &self.memory {
+            Some(memory) => memory.remove_tagged(tag),
+            None => Ok(()),
+        };
+        let marker = self.namespace.apply(&marker_key(tag));
+        let retention = self.tags.retention;
+        let below = self
+            .on_every_tier("invalidate_tag", tag, async |layer| {
+                let entry = Entry::new(Bytes::from(at.to_string()), retention);
+                layer.tier.set(&marker, entry).await
+            })
+            .await;
+        let published = self
+            .publish(|| Invalidation::Tag {
+                tag: tag.to_owned(),
+                invalidated_at_ms: at,
+            })
+            .await;
+        in_memory.and(below).and(published)
+    }
+
+    /// Applies a tag invalidation another instance made (or, through server-assisted tracking,
+    /// a change of a tag's marker, `at_ms` unknown: the marker is read again on the next check).
+    pub(crate) fn invalidate_tag_in_memory(&self, tag: &str, at_ms: Option<u64>) {
+        self.clock.invalidate_everything();
+        match at_ms {
+            Some(at) => self.tags.record(tag, at),
+            None => self.tags.forget(tag),
+        }
+        if let Some(memory) = &self.memory
+            && let Err(err) = memory.remove_tagged(tag)
+        {
+            tracing::warn!(%err, tag, "tag removal failed; emptying L1");
+            memory.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_read_as_times_and_garbage_hides_entries() {
+        assert_eq!(
+            marker_time(&Bytes::from_static(b"1790000000000")),
+            1_790_000_000_000
+        );
+        assert_eq!(marker_time(&Bytes::from_static(b"\xff")), u64::MAX);
+        assert_eq!(marker_time(&Bytes::from_static(b"-1")), u64::MAX);
+    }
+
+    #[test]
+    fn known_times_keep_the_latest_and_expire_from_trust() {
+        let clock = TagClock::new(Duration::from_millis(50), DEFAULT_TAG_RETENTION);
+        clock.record("t", 10);
+        clock.record("t", 5);
+        assert_eq!(clock.trusted("t"), Some(10));
+        clock.forget("t");
+        assert_eq!(clock.trusted("t"), None);
+        clock.record("u", 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(clock.trusted("u"), None);
+    }
+}
