@@ -55,6 +55,10 @@ pub(crate) struct Kept<T> {
 pub(crate) struct Placement {
     pub(crate) life: crate::policy::Life,
     /// The encoded size, when known.
+    #[cfg_attr(
+        not(feature = "moka"),
+        expect(dead_code, reason = "without moka there is no L1 to weigh entries in")
+    )]
     pub(crate) weight: Option<usize>,
     pub(crate) tags: Option<Arc<[String]>>,
 }

@@ -126,11 +126,19 @@ impl Life {
 
     /// When the L1 entry that answers hits directly expires: at the refresh point, so the first
     /// hit after it takes the slower path that starts the refresh, or when it stops being fresh.
+    #[cfg_attr(
+        not(feature = "moka"),
+        expect(dead_code, reason = "without moka there is no L1 front entry")
+    )]
     pub(crate) fn front_until(&self) -> Instant {
         self.refresh_at.unwrap_or(self.fresh_until)
     }
 
     /// Whether L1 also keeps a copy past the front entry's expiry (for a refresh or fail-safe).
+    #[cfg_attr(
+        not(feature = "moka"),
+        expect(dead_code, reason = "without moka there is no L1 copy to keep")
+    )]
     pub(crate) fn needs_kept(&self) -> bool {
         self.refresh_at.is_some() || self.keep_until > self.fresh_until
     }

@@ -73,6 +73,11 @@ async fn a_gap_empties_l1_and_the_bus_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidation_reaches_every_l1() {
+    bus_suite::a_tag_invalidation_reaches_every_l1(&Local::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_updates_carry_their_value() {
     bus_suite::small_updates_carry_their_value(&Local::new()).await;
 }

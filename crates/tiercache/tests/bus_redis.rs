@@ -156,6 +156,11 @@ macro_rules! suite_on {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_tag_invalidation_reaches_every_l1() {
+                bus_suite::a_tag_invalidation_reaches_every_l1(&Redis::start($kind).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn small_updates_carry_their_value() {
                 bus_suite::small_updates_carry_their_value(&Redis::start($kind).await).await;
             }
@@ -303,6 +308,7 @@ async fn the_suite_on_a_cluster() {
         bus_suite::a_set_reaches_every_other_l1(&transport).await;
         bus_suite::prefix_and_clear_reach_every_l1(&transport).await;
         bus_suite::a_gap_empties_l1_and_the_bus_recovers(&transport).await;
+        bus_suite::a_tag_invalidation_reaches_every_l1(&transport).await;
     }
 }
 

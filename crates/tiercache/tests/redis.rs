@@ -2,11 +2,17 @@
 //! and what happens when the server dies, freezes and comes back.
 #![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use tiercache::{
-    Cache, CacheStrategy, CircuitBreaker, CircuitState, Error, MemoryTier, RedisOptions, RedisTier,
-    TierOptions,
+    Cache, CacheStrategy, CircuitBreaker, CircuitState, EntryOptions, Error, FailSafe, MemoryTier,
+    RedisOptions, RedisTier, TierOptions,
 };
 use tiercache_redis::fred::interfaces::KeysInterface;
 use tiercache_testkit::RedisServer;
@@ -286,4 +292,102 @@ async fn get_many_is_one_mget_on_redis() {
     assert_eq!(found, expected);
     assert_eq!(mget_calls() - before, 1, "one MGET for 51 keys");
     assert_eq!(reader.stats().tiers[0].hits, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_during_a_load_fail_safe_answers_with_the_stale_value() {
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let server = Arc::new(Mutex::new(server));
+    let with_fail_safe = |cache: tiercache::CacheBuilder| {
+        cache
+            .namespace("shop")
+            .memory(MemoryTier::new(1_000))
+            .tier(redis.clone())
+            .fail_safe(FailSafe::new(Duration::from_secs(60)).throttle(Duration::from_secs(5)))
+    };
+    let warm = with_fail_safe(Cache::builder()).build().await.unwrap();
+    let short = EntryOptions::new(CacheStrategy::Custom(Duration::from_millis(150)));
+    warm.set("price", &100_u32, short.clone()).await.unwrap();
+    let ttl: i64 = redis.pool().pttl("shop:price").await.unwrap();
+    assert!(ttl > 59_000, "Redis keeps the stale window: {ttl} ms");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    // A fresh instance: the stale copy comes from Redis.
+    let cold = with_fail_safe(Cache::builder()).build().await.unwrap();
+    let from_redis = cold
+        .get_or_compute("price", short.clone(), || async {
+            Err::<u32, _>(std::io::Error::other("database down"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(from_redis, 100);
+
+    // The warm instance's load loses Redis and its source at once.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (server, calls) = (Arc::clone(&server), Arc::clone(&calls));
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            server.lock().unwrap().stop();
+            Err::<u32, _>(std::io::Error::other("database down"))
+        }
+    };
+    let answer = warm
+        .get_or_compute("price", short.clone(), killer)
+        .await
+        .unwrap();
+    assert_eq!(answer, 100, "fail-safe answers with Redis gone");
+    assert!(warm.stats().stale_served >= 1);
+
+    // Throttled: no new load while Redis and the source are down.
+    for _ in 0..3 {
+        let again = warm
+            .get_or_compute("price", short.clone(), || async {
+                Err::<u32, _>(std::io::Error::other("must not be called"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, 100);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_over_redis_answers_stale_at_the_soft_timeout_and_fills_redis_later() {
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    // Redis alone, no L1: the fallback and the background fill both go through Redis.
+    let cache = Cache::builder()
+        .namespace("shop")
+        .tier(redis.clone())
+        .build()
+        .await
+        .unwrap();
+    let options = EntryOptions::new(CacheStrategy::Custom(Duration::from_millis(150)))
+        .fail_safe(FailSafe::new(Duration::from_secs(60)))
+        .soft_timeout(Duration::from_millis(50))
+        .hard_timeout(Duration::from_secs(5));
+    cache.set("price", &100_u32, options.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    let started = Instant::now();
+    let answer = cache
+        .get_or_compute("price", options, || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, Error>(120_u32)
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer, 100);
+    assert!(started.elapsed() < Duration::from_millis(250));
+    assert_eq!(cache.background_loads(), 1);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.background_loads() > 0 {
+        assert!(Instant::now() < deadline, "the background load did not end");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cache.get::<u32>("price").await.unwrap(), Some(120));
+    assert_eq!(cache.loads_in_flight(), 0);
 }

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache::{Bus, BusOptions, BusStats, Cache, CacheStrategy, MemoryTier, Tier};
+use tiercache::{Bus, BusOptions, BusStats, Cache, CacheStrategy, EntryOptions, MemoryTier, Tier};
 use tiercache_moka::MemoryEntry;
 
 /// Generous: propagation latency belongs to the bench, not to a test.
@@ -457,4 +457,51 @@ pub(crate) async fn small_updates_carry_their_value<T: Transport>(transport: &T)
     );
     let below_after = b.cache.stats().tiers[0].hits + b.cache.stats().tiers[0].misses;
     assert_eq!(below_before, below_after, "the shared tier was not read");
+}
+
+/// A tag invalidation on one instance drops the tagged entries from every instance's L1 and
+/// from the shared tier, and leaves untagged and later entries alone. Transports that carry
+/// messages also measure how long they took.
+pub(crate) async fn a_tag_invalidation_reaches_every_l1<T: Transport>(transport: &T) {
+    let all = instances(transport, "suite-tags", 3).await;
+    let tenant = EntryOptions::new(CacheStrategy::LongTerm).tags(["tenant:7"]);
+    for (key, value) in [("invoice:1", 1), ("invoice:2", 2)] {
+        all[0].cache.set(key, &value, tenant.clone()).await.unwrap();
+        warm(&all, key, value).await;
+    }
+    all[0]
+        .cache
+        .set("invoice:3", &3_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    warm(&all, "invoice:3", 3).await;
+
+    all[2].cache.invalidate_tag("tenant:7").await.unwrap();
+    for (index, instance) in all.iter().enumerate() {
+        eventually(&format!("instance {index} dropped tenant:7"), async || {
+            instance.in_l1("invoice:1").await.is_none()
+                && instance.in_l1("invoice:2").await.is_none()
+        })
+        .await;
+        assert_eq!(instance.in_l1("invoice:3").await, Some(3), "untagged stays");
+        assert_eq!(instance.cache.get::<u64>("invoice:1").await.unwrap(), None);
+        assert_eq!(
+            instance.cache.get::<u64>("invoice:3").await.unwrap(),
+            Some(3)
+        );
+    }
+    // Written after the invalidation: not affected by it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    all[1]
+        .cache
+        .set("invoice:1", &10_u64, tenant)
+        .await
+        .unwrap();
+    warm(&all, "invoice:1", 10).await;
+
+    if !transport.echoes_own_writes() {
+        let bus = all[0].bus();
+        assert!(bus.lag_samples >= 1, "propagation lag measured: {bus:?}");
+        assert!(bus.lag_max < PATIENCE, "{bus:?}");
+    }
 }
