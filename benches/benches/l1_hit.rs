@@ -17,7 +17,7 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tiercache::{Cache, CacheStrategy, MemoryTier};
-use tiercache_benches::{Profile, profile, shuffled_keys};
+use tiercache_benches::{Profile, profile, raw_moka_get_and_clone, shuffled_keys};
 use tokio::runtime::Runtime;
 
 const KEYS: usize = 100_000;
@@ -52,19 +52,6 @@ fn fixture(rt: &Runtime) -> Fixture {
     })
 }
 
-/// The baseline of `l1_hit` and `get_or_compute_hit`: raw moka get of the `Arc`, then `T::clone`.
-fn raw_get_and_clone(b: &mut criterion::Bencher<'_>, rt: &Runtime, f: &Fixture) {
-    let mut i = 0;
-    b.to_async(rt).iter(|| {
-        i = (i + 1) % KEYS;
-        let key = &f.keys[i];
-        async {
-            let hit = f.raw.get(key.as_str()).await;
-            black_box(hit.map(|arc| Profile::clone(&arc)))
-        }
-    });
-}
-
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -75,7 +62,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("l1_hit");
     for round in 1..=ROUNDS {
         group.bench_with_input(BenchmarkId::new("raw_moka", round), &round, |b, _| {
-            raw_get_and_clone(b, &rt, &f);
+            raw_moka_get_and_clone(b, &rt, &f.raw, &f.keys);
         });
         group.bench_with_input(BenchmarkId::new("tiercache", round), &round, |b, _| {
             let mut i = 0;
@@ -91,7 +78,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("get_or_compute_hit");
     for round in 1..=ROUNDS {
         group.bench_with_input(BenchmarkId::new("raw_moka", round), &round, |b, _| {
-            raw_get_and_clone(b, &rt, &f);
+            raw_moka_get_and_clone(b, &rt, &f.raw, &f.keys);
         });
         group.bench_with_input(BenchmarkId::new("tiercache", round), &round, |b, _| {
             let mut i = 0;

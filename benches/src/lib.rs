@@ -91,3 +91,22 @@ where
             .mul_f64(iters as f64 / (per_task * tasks as u64) as f64)
     })
 }
+
+/// The baseline of the L1-hit groups: raw moka get of the `Arc<Profile>` under the next key of
+/// `keys`, then `Profile::clone`, as a typed cache's `get` hands back an owned value.
+pub fn raw_moka_get_and_clone(
+    b: &mut criterion::Bencher<'_>,
+    rt: &tokio::runtime::Runtime,
+    raw: &moka::future::Cache<String, std::sync::Arc<Profile>>,
+    keys: &[String],
+) {
+    let mut i = 0;
+    b.to_async(rt).iter(|| {
+        i = (i + 1) % keys.len();
+        let key = &keys[i];
+        async move {
+            let hit = raw.get(key.as_str()).await;
+            std::hint::black_box(hit.map(|arc| Profile::clone(&arc)))
+        }
+    });
+}

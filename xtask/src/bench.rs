@@ -114,6 +114,33 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.3),
     },
     Scenario {
+        name: "get_or_compute L1 hit with fail-safe + eager refresh + timeouts vs without",
+        bench: "resilience",
+        source: Source::Criterion {
+            group: "resilient_l1_hit",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.05),
+    },
+    Scenario {
+        name: "get_arc L1 hit (no clone) with the same features vs without",
+        bench: "resilience",
+        source: Source::Criterion {
+            group: "resilient_l1_hit_arc",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "the same resilient L1 hit vs raw moka get + clone",
+        bench: "resilience",
+        source: Source::Criterion {
+            group: "resilient_l1_hit_moka",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.3),
+    },
+    Scenario {
         name: "L2 hit (L1 miss, Redis GET + decode)",
         bench: "l2",
         source: Source::Criterion { group: "l2_hit" },

@@ -29,4 +29,4 @@ mod memory;
 
 pub use bytes_tier::MokaTier;
 pub use config::MemoryConfig;
-pub use memory::{MemoryEntry, MemoryTier};
+pub use memory::{MAX_DEADLINE_LEAD, MemoryEntry, MemoryTier};

@@ -1,6 +1,11 @@
 //! The typed in-process tier: holds decoded values so a hit costs a lookup, not a decode.
 
-use std::{any::Any, fmt, sync::Arc, time::Instant};
+use std::{
+    any::Any,
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tiercache_core::{Error, Result};
 
@@ -18,7 +23,23 @@ pub struct MemoryEntry {
     value: Option<Arc<dyn Any + Send + Sync>>,
     expires_at: Instant,
     weight: u32,
+    /// Milliseconds before `expires_at` when the entry stops being served as it is (0: at
+    /// expiry). Relative and small, so an entry without deadlines pays 8 bytes, not two instants.
+    serve_ms_before_expiry: u32,
+    /// Milliseconds before `expires_at` when the value stops being fresh (0: at expiry).
+    fresh_ms_before_expiry: u32,
     tags: Option<Arc<[String]>>,
+}
+
+/// The longest span a deadline can lie before its entry's expiry (about 49 days).
+pub const MAX_DEADLINE_LEAD: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// Milliseconds from `deadline` to `expires_at`, rounded up, so the deadline read back is never
+/// later than the one given; a deadline at or after the expiry is 0 (none).
+fn lead_ms(deadline: Instant, expires_at: Instant) -> u32 {
+    let lead = expires_at.saturating_duration_since(deadline);
+    let ms = lead.as_millis() + u128::from(!lead.subsec_nanos().is_multiple_of(1_000_000));
+    u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
 impl MemoryEntry {
@@ -29,6 +50,8 @@ impl MemoryEntry {
             value: Some(value),
             expires_at,
             weight: u32::try_from(size_of::<T>()).unwrap_or(u32::MAX),
+            serve_ms_before_expiry: 0,
+            fresh_ms_before_expiry: 0,
             tags: None,
         }
     }
@@ -39,6 +62,8 @@ impl MemoryEntry {
             value: None,
             expires_at,
             weight: 0,
+            serve_ms_before_expiry: 0,
+            fresh_ms_before_expiry: 0,
             tags: None,
         }
     }
@@ -49,6 +74,44 @@ impl MemoryEntry {
     pub fn with_weight(mut self, bytes: usize) -> Self {
         self.weight = u32::try_from(bytes).unwrap_or(u32::MAX);
         self
+    }
+
+    /// Gives the entry deadlines before its expiry: it is served as it is until `serve_until`,
+    /// and its value is fresh until `fresh_until`; between that and the expiry it is kept only
+    /// as a fallback. Deadlines are kept to the millisecond, rounded earlier; a deadline more
+    /// than [`MAX_DEADLINE_LEAD`] before the expiry is read back as that far before it, so give
+    /// expiries no further than that past the deadlines.
+    #[must_use]
+    pub fn with_deadlines(mut self, serve_until: Instant, fresh_until: Instant) -> Self {
+        self.serve_ms_before_expiry = lead_ms(serve_until, self.expires_at);
+        self.fresh_ms_before_expiry = lead_ms(fresh_until, self.expires_at);
+        self
+    }
+
+    /// Whether the entry has a deadline before its expiry (see
+    /// [`with_deadlines`](Self::with_deadlines)).
+    pub fn has_deadlines(&self) -> bool {
+        self.serve_ms_before_expiry != 0 || self.fresh_ms_before_expiry != 0
+    }
+
+    /// Until when the entry is served as it is.
+    pub fn serve_until(&self) -> Instant {
+        self.before_expiry(self.serve_ms_before_expiry)
+    }
+
+    /// Until when the entry's value is fresh.
+    pub fn fresh_until(&self) -> Instant {
+        self.before_expiry(self.fresh_ms_before_expiry)
+    }
+
+    fn before_expiry(&self, ms: u32) -> Instant {
+        let lead = Duration::from_millis(u64::from(ms));
+        self.expires_at.checked_sub(lead).unwrap_or(self.expires_at)
+    }
+
+    /// The entry's tags (see [`with_tags`](Self::with_tags)).
+    pub fn tags(&self) -> Option<&Arc<[String]>> {
+        self.tags.as_ref()
     }
 
     /// Tags the entry, so [`MemoryTier::remove_tagged`] can find it.
@@ -86,9 +149,7 @@ impl MemoryEntry {
         };
         value.downcast::<T>().map_err(|value| Self {
             value: Some(value),
-            expires_at: self.expires_at,
-            weight: self.weight,
-            tags: self.tags,
+            ..self
         })
     }
 
@@ -301,6 +362,22 @@ mod tests {
         assert!(l1.get("order:1").await.is_some());
         l1.clear();
         assert!(l1.get("order:1").await.is_none());
+    }
+
+    #[test]
+    fn deadlines_read_back_never_later_than_given() {
+        let expires_at = soon(60_000);
+        let serve = expires_at - Duration::from_micros(30_500_300);
+        let fresh = expires_at - Duration::from_secs(10);
+        let entry = MemoryEntry::new(Arc::new(1u8), expires_at).with_deadlines(serve, fresh);
+        assert!(entry.has_deadlines());
+        assert!(
+            entry.serve_until() <= serve && serve - entry.serve_until() < Duration::from_millis(1)
+        );
+        assert_eq!(entry.fresh_until(), fresh);
+        let plain = MemoryEntry::new(Arc::new(1u8), expires_at);
+        assert!(!plain.has_deadlines());
+        assert_eq!(plain.serve_until(), expires_at);
     }
 
     #[tokio::test]

@@ -427,9 +427,18 @@ impl<C: Codec> Inner<C> {
     ) -> Arc<T> {
         self.loads.stale_served();
         if let Some(fail_safe) = policy.fail_safe {
+            // Served as it is for the throttle, then a fallback again (stale) until its end.
             let until = (Instant::now() + fail_safe.throttle_value()).min(stale.keep_until);
-            self.refront(key, &stale.value, stale.tags.clone(), until, stamp)
-                .await;
+            let tags = stale.tags.clone();
+            self.refront(
+                key,
+                &stale.value,
+                tags,
+                (until, until),
+                stale.keep_until,
+                stamp,
+            )
+            .await;
         }
         Arc::clone(&stale.value)
     }

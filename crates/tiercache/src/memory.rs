@@ -38,10 +38,9 @@ pub(crate) struct Encoded {
     pub(crate) expires_at: Instant,
 }
 
-/// The copy L1 keeps past the front entry's expiry, for an eager refresh (while it is still
-/// fresh) or as a fail-safe fallback (once it is stale). It lives under the key followed by a
-/// NUL, which no user key can contain (keys refuse control characters), so a prefix removal or
-/// a clear takes it along with the front entry.
+/// An L1 entry past its serving deadline but not expired: in its refresh window (still fresh)
+/// or its fail-safe window (stale). One entry holds it all: the value is served as it is until
+/// the deadline, which the hit path checks only for entries that have one.
 #[derive(Debug)]
 pub(crate) struct Kept<T> {
     pub(crate) value: Arc<T>,
@@ -75,14 +74,7 @@ impl Placement {
 }
 
 #[cfg(feature = "moka")]
-fn kept_key(key: &str) -> String {
-    format!("{key}\u{0}")
-}
-
-#[cfg(feature = "moka")]
 mod imp {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use tiercache_core::TierCounters;
     use tiercache_moka::{MemoryEntry, MemoryTier};
 
@@ -97,9 +89,6 @@ mod imp {
         options: TierOptions,
         counters: TierCounters,
         promotion: Gate,
-        /// Whether a kept copy was ever stored: until then writes and removals skip the kept
-        /// key, so caches without fail-safe or eager refresh pay nothing for them.
-        keeps: AtomicBool,
     }
 
     impl MemoryLayer {
@@ -109,7 +98,6 @@ mod imp {
                 promotion: Gate::new(options.promotion_value()),
                 options,
                 counters: TierCounters::default(),
-                keeps: AtomicBool::new(false),
             }
         }
 
@@ -145,51 +133,19 @@ mod imp {
             self.counters.miss();
         }
 
-        /// The copy kept past the front entry's expiry, if there is one of type `T`.
+        /// The entry under `key` when it holds a `T`, whatever its deadlines: the second look
+        /// after the hit path found it past its serving deadline.
         pub(crate) async fn kept<T: Any + Send + Sync>(&self, key: &str) -> Option<Kept<T>> {
-            if !self.keeps.load(Ordering::Relaxed) {
-                return None;
-            }
-            let entry = self.tier.get(&kept_key(key)).await?;
-            let keep_until = entry.expires_at();
-            let kept = entry.into_typed::<Kept<T>>()?;
+            let entry = self.tier.get(key).await?;
+            let (fresh_until, keep_until) = (entry.fresh_until(), entry.expires_at());
+            let tags = entry.tags().cloned();
+            let value = entry.downcast::<T>().ok()?;
             Some(Kept {
-                value: Arc::clone(&kept.value),
-                fresh_until: kept.fresh_until,
+                value,
+                fresh_until,
                 keep_until,
-                tags: kept.tags.clone(),
+                tags,
             })
-        }
-
-        /// Stores the kept copy of `value`, or removes an older one when `placement` needs none.
-        pub(crate) async fn place_kept<T: Any + Send + Sync>(
-            &self,
-            key: &str,
-            value: Option<&Arc<T>>,
-            placement: &Placement,
-        ) {
-            let life = &placement.life;
-            match value {
-                Some(value) if life.needs_kept() => {
-                    self.keeps.store(true, Ordering::Relaxed);
-                    let kept = Kept {
-                        value: Arc::clone(value),
-                        fresh_until: life.fresh_until,
-                        keep_until: life.keep_until,
-                        tags: placement.tags.clone(),
-                    };
-                    let entry = MemoryEntry::new(Arc::new(kept), life.keep_until);
-                    let entry = weighed(entry, placement);
-                    self.tier.insert(kept_key(key), entry).await;
-                }
-                _ => self.remove_kept(key).await,
-            }
-        }
-
-        async fn remove_kept(&self, key: &str) {
-            if self.keeps.load(Ordering::Relaxed) {
-                self.tier.remove(&kept_key(key)).await;
-            }
         }
 
         /// A lookup that is not counted: the second look a load leader takes before loading.
@@ -197,6 +153,10 @@ mod imp {
             let Some(entry) = self.tier.get(key).await else {
                 return Slot::Ready(Lookup::Miss);
             };
+            // Only entries with a refresh point or a stale window pay for the clock read.
+            if entry.has_deadlines() && Instant::now() >= entry.serve_until() {
+                return Slot::Ready(Lookup::Miss);
+            }
             if entry.is_negative() {
                 return Slot::Ready(Lookup::Negative);
             }
@@ -214,39 +174,46 @@ mod imp {
             let encoded = Arc::new(Encoded { bytes, expires_at });
             let entry = MemoryEntry::new(encoded, expires_at).with_weight(weight);
             self.tier.insert(key, entry).await;
-            self.remove_kept(key).await;
             self.counters.write();
         }
 
-        /// Stores a value (or a negative entry for `None`) as `placement` says: the front entry
-        /// until the refresh point or the end of its fresh life, and the kept copy when the life
-        /// asks for one.
+        /// Stores a value (or a negative entry for `None`) as `placement` says: served as it
+        /// is until the refresh point or the end of its fresh life, and kept (for a refresh or
+        /// as a fail-safe fallback) until the end of its life.
         pub(crate) async fn insert<T: Any + Send + Sync>(
             &self,
             key: &str,
             value: Option<Arc<T>>,
             placement: &Placement,
         ) {
-            let until = placement.life.front_until();
-            let entry = match &value {
-                Some(value) => weighed(MemoryEntry::new(Arc::clone(value), until), placement),
-                None => MemoryEntry::negative(until),
+            let life = &placement.life;
+            let entry = match value {
+                Some(value) if life.needs_kept() => {
+                    let keep_until = life
+                        .keep_until
+                        .min(life.front_until() + tiercache_moka::MAX_DEADLINE_LEAD);
+                    MemoryEntry::new(value, keep_until)
+                        .with_deadlines(life.front_until(), life.fresh_until)
+                }
+                Some(value) => MemoryEntry::new(value, life.front_until()),
+                None => MemoryEntry::negative(life.front_until()),
             };
-            self.tier.insert(key, entry).await;
-            self.place_kept(key, value.as_ref(), placement).await;
+            self.tier.insert(key, weighed(entry, placement)).await;
             self.counters.write();
         }
 
-        /// Puts back the front entry of a value served from its kept copy, until `until`, so
-        /// the next hits take the fast path again.
+        /// Serves a kept value as it is again, until `serve_until`, fresh until `fresh_until`
+        /// and kept until `keep_until`, so the next hits take the fast path.
         pub(crate) async fn refront<T: Any + Send + Sync>(
             &self,
             key: &str,
             value: Arc<T>,
-            until: Instant,
+            (serve_until, fresh_until): (Instant, Instant),
+            keep_until: Instant,
             tags: Option<Arc<[String]>>,
         ) {
-            let mut entry = MemoryEntry::new(value, until);
+            let mut entry =
+                MemoryEntry::new(value, keep_until).with_deadlines(serve_until, fresh_until);
             if let Some(tags) = tags {
                 entry = entry.with_tags(tags);
             }
@@ -263,7 +230,6 @@ mod imp {
 
         pub(crate) async fn remove(&self, key: &str) {
             self.tier.remove(key).await;
-            self.remove_kept(key).await;
         }
 
         pub(crate) fn remove_prefix(&self, prefix: &str) -> Result<()> {
@@ -339,7 +305,8 @@ mod imp {
             &self,
             _key: &str,
             _value: Arc<T>,
-            _until: Instant,
+            _deadlines: (Instant, Instant),
+            _keep_until: Instant,
             _tags: Option<Arc<[String]>>,
         ) {
             match *self {}

@@ -122,8 +122,11 @@ impl<C: Codec> Inner<C> {
             Some(kept) if Instant::now() < kept.fresh_until => {
                 memory.count_hit();
                 observe::answered_by(memory.name());
+                // Served as it is until it stops being fresh; the refresh this read may start
+                // replaces it before then.
+                let deadlines = (kept.fresh_until, kept.fresh_until);
                 let tags = kept.tags.clone();
-                self.refront(key, &kept.value, tags, kept.fresh_until, stamp)
+                self.refront(key, &kept.value, tags, deadlines, kept.keep_until, stamp)
                     .await;
                 Behind::Fresh(kept.value)
             }
@@ -142,14 +145,16 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Puts a value served from behind the front (a kept copy, a stale fallback) in L1's front
-    /// until `until`, unless an invalidation of the key arrived since `stamp`.
+    /// Serves a kept value (in its refresh window, or a stale fallback) as it is again until the
+    /// first of `deadlines` (serve until, fresh until), keeping it until `keep_until`, unless an
+    /// invalidation of the key arrived since `stamp`.
     pub(crate) async fn refront<T: Any + Send + Sync>(
         &self,
         key: &str,
         value: &Arc<T>,
         tags: Option<Arc<[String]>>,
-        until: Instant,
+        deadlines: (Instant, Instant),
+        keep_until: Instant,
         stamp: Stamp,
     ) {
         let Some(memory) = &self.memory else {
@@ -158,8 +163,10 @@ impl<C: Codec> Inner<C> {
         if !self.clock.unchanged_since(stamp) {
             return;
         }
-        let until = self.cap_l1_expiry(until);
-        memory.refront(key, Arc::clone(value), until, tags).await;
+        let keep_until = self.cap_l1_expiry(keep_until);
+        memory
+            .refront(key, Arc::clone(value), deadlines, keep_until, tags)
+            .await;
         if !self.clock.unchanged_since(stamp) {
             memory.remove(key).await;
         }
