@@ -27,11 +27,16 @@ pub struct FailSafe {
 /// The throttle a [`FailSafe`] has unless set: 10 seconds.
 pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(10);
 
+/// The longest stale window: 365 days (longer ones are cut to it, so expiries stay
+/// representable).
+pub const MAX_STALE_WINDOW: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 impl FailSafe {
-    /// Keeps expired entries for `max_stale`; throttle of [`DEFAULT_FAIL_SAFE_THROTTLE`].
+    /// Keeps expired entries for `max_stale` (at most [`MAX_STALE_WINDOW`]); throttle of
+    /// [`DEFAULT_FAIL_SAFE_THROTTLE`].
     pub fn new(max_stale: Duration) -> Self {
         Self {
-            max_stale,
+            max_stale: max_stale.min(MAX_STALE_WINDOW),
             throttle: DEFAULT_FAIL_SAFE_THROTTLE,
         }
     }
@@ -45,7 +50,7 @@ impl FailSafe {
     /// (never past the end of the stale window) before the loader is tried again.
     #[must_use]
     pub fn throttle(mut self, throttle: Duration) -> Self {
-        self.throttle = throttle;
+        self.throttle = throttle.min(MAX_STALE_WINDOW);
         self
     }
 

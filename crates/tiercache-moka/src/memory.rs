@@ -94,19 +94,21 @@ impl MemoryEntry {
         self.serve_ms_before_expiry != 0 || self.fresh_ms_before_expiry != 0
     }
 
-    /// Until when the entry is served as it is.
-    pub fn serve_until(&self) -> Instant {
-        self.before_expiry(self.serve_ms_before_expiry)
+    /// Whether the entry is still served as it is at `now` (always, for an entry without
+    /// deadlines: moka does not return expired entries). Computed from the time left before the
+    /// expiry, so no instant before the clock's origin is ever needed.
+    pub fn is_served_at(&self, now: Instant) -> bool {
+        let left = self.expires_at.saturating_duration_since(now);
+        left > Duration::from_millis(u64::from(self.serve_ms_before_expiry))
     }
 
-    /// Until when the entry's value is fresh.
-    pub fn fresh_until(&self) -> Instant {
-        self.before_expiry(self.fresh_ms_before_expiry)
-    }
-
-    fn before_expiry(&self, ms: u32) -> Instant {
-        let lead = Duration::from_millis(u64::from(ms));
-        self.expires_at.checked_sub(lead).unwrap_or(self.expires_at)
+    /// How long the value stays fresh from `now`; `None` once it is not.
+    pub fn fresh_for(&self, now: Instant) -> Option<Duration> {
+        let left = self.expires_at.saturating_duration_since(now);
+        left.checked_sub(Duration::from_millis(u64::from(
+            self.fresh_ms_before_expiry,
+        )))
+        .filter(|fresh| !fresh.is_zero())
     }
 
     /// The entry's tags (see [`with_tags`](Self::with_tags)).
@@ -365,19 +367,33 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_read_back_never_later_than_given() {
-        let expires_at = soon(60_000);
-        let serve = expires_at - Duration::from_micros(30_500_300);
-        let fresh = expires_at - Duration::from_secs(10);
+    fn deadlines_are_never_read_later_than_given() {
+        let now = Instant::now();
+        let expires_at = now + Duration::from_secs(60);
+        let serve = now + Duration::from_micros(29_499_700);
+        let fresh = now + Duration::from_secs(50);
         let entry = MemoryEntry::new(Arc::new(1u8), expires_at).with_deadlines(serve, fresh);
         assert!(entry.has_deadlines());
-        assert!(
-            entry.serve_until() <= serve && serve - entry.serve_until() < Duration::from_millis(1)
-        );
-        assert_eq!(entry.fresh_until(), fresh);
+        assert!(entry.is_served_at(now));
+        assert!(entry.is_served_at(serve - Duration::from_millis(1)));
+        assert!(!entry.is_served_at(serve));
+        assert_eq!(entry.fresh_for(now), Some(Duration::from_secs(50)));
+        assert_eq!(entry.fresh_for(fresh), None);
+
         let plain = MemoryEntry::new(Arc::new(1u8), expires_at);
         assert!(!plain.has_deadlines());
-        assert_eq!(plain.serve_until(), expires_at);
+        assert!(plain.is_served_at(expires_at - Duration::from_millis(1)));
+        assert_eq!(plain.fresh_for(now), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_deadline_far_in_the_past_is_not_read_as_the_expiry() {
+        // Further back than the monotonic clock may reach (a machine up for minutes).
+        let now = Instant::now();
+        let expires_at = now + Duration::from_secs(10);
+        let entry = MemoryEntry::new(Arc::new(1u8), expires_at).with_deadlines(now, now);
+        assert!(!entry.is_served_at(now));
+        assert_eq!(entry.fresh_for(now), None);
     }
 
     #[tokio::test]

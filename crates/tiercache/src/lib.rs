@@ -8,6 +8,37 @@
 //! an invalidation beats a load racing it, and a lost message empties L1 rather than leave it
 //! stale ([`CacheBuilder::bus`], [`BusOptions`], [`CacheBuilder::l1_max_age`]).
 //!
+//! When the source is slow or down, [`FailSafe`] answers a failed or timed-out load with the
+//! value kept past its TTL, soft and hard loader timeouts bound how long a caller waits
+//! ([`EntryOptions::soft_timeout`], [`EntryOptions::hard_timeout`]), and [`EagerRefresh`] reloads
+//! hot keys in the background before they expire. [`EntryOptions::tags`] and
+//! [`Cache::invalidate_tag`] drop every entry about one tenant or product at once, in every tier
+//! and instance. Every call is a `tracing` span (target `tiercache`, level DEBUG) with the tier
+//! that answered, hit or miss, and the duration; the `metrics` feature publishes the stats.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
+//! use std::time::Duration;
+//! use tiercache::{Cache, CacheStrategy, EntryOptions, Error, FailSafe, MemoryTier};
+//!
+//! let cache = Cache::builder()
+//!     .memory(MemoryTier::new(10_000))
+//!     .fail_safe(FailSafe::new(Duration::from_secs(3600)))
+//!     .build()
+//!     .await?;
+//! let short = EntryOptions::new(CacheStrategy::Custom(Duration::from_millis(10)));
+//! cache.set("price", &100_u32, short.clone()).await?;
+//! tokio::time::sleep(Duration::from_millis(20)).await;
+//!
+//! // Expired, and the source is down: the stale value answers instead of the error.
+//! let price = cache
+//!     .get_or_compute("price", short, || async { Err::<u32, _>(Error::Config("db down".into())) })
+//!     .await?;
+//! assert_eq!(price, 100);
+//! assert_eq!(cache.stats().stale_served, 1);
+//! # Ok(()) }
+//! ```
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
 //! use serde::{Deserialize, Serialize};
@@ -49,6 +80,7 @@
 //! | `bus` | no | the invalidation bus, keeping every instance's L1 coherent: [`RedisBus`] (Pub/Sub) and [`RedisTrackingBus`] (server-assisted tracking); with `streams` also [`RedisStreamBus`] (replayable) |
 //! | `streams` | no | [`Streams`]: Redis Streams with typed events and consumer groups |
 //! | `tls` | no | `rediss://` URLs for the Redis tier and bus (rustls) |
+//! | `metrics` | no | the stats through the `metrics` crate facade (`Cache::record_metrics`, `CacheBuilder::metrics_every`), the bus's propagation lag as a histogram |
 //!
 //! The [`JsonCodec`] (serde_json) is always available and is the default codec; another codec is
 //! plugged in with [`CacheBuilder::codec`].

@@ -44,7 +44,8 @@ pub(crate) struct Encoded {
 #[derive(Debug)]
 pub(crate) struct Kept<T> {
     pub(crate) value: Arc<T>,
-    pub(crate) fresh_until: Instant,
+    /// Until when it is fresh, when it still is.
+    pub(crate) fresh_until: Option<Instant>,
     pub(crate) keep_until: Instant,
     pub(crate) tags: Option<Arc<[String]>>,
 }
@@ -137,7 +138,9 @@ mod imp {
         /// after the hit path found it past its serving deadline.
         pub(crate) async fn kept<T: Any + Send + Sync>(&self, key: &str) -> Option<Kept<T>> {
             let entry = self.tier.get(key).await?;
-            let (fresh_until, keep_until) = (entry.fresh_until(), entry.expires_at());
+            let now = Instant::now();
+            let fresh_until = entry.fresh_for(now).map(|fresh| now + fresh);
+            let keep_until = entry.expires_at();
             let tags = entry.tags().cloned();
             let value = entry.downcast::<T>().ok()?;
             Some(Kept {
@@ -154,7 +157,7 @@ mod imp {
                 return Slot::Ready(Lookup::Miss);
             };
             // Only entries with a refresh point or a stale window pay for the clock read.
-            if entry.has_deadlines() && Instant::now() >= entry.serve_until() {
+            if entry.has_deadlines() && !entry.is_served_at(Instant::now()) {
                 return Slot::Ready(Lookup::Miss);
             }
             if entry.is_negative() {

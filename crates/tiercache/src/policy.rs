@@ -114,9 +114,10 @@ impl Life {
         stale_window: Duration,
         eager: EagerRefresh,
     ) -> Self {
+        // A lead reaching before the clock's origin means "refresh at once".
         let refresh_at = eager
             .lead_time(ttl, load_time, unit_random())
-            .map(|lead| fresh_until.checked_sub(lead).unwrap_or(fresh_until));
+            .map(|lead| fresh_until.checked_sub(lead).unwrap_or_else(Instant::now));
         Self {
             fresh_until,
             refresh_at: refresh_at.filter(|at| *at < fresh_until),

@@ -11,7 +11,7 @@ use crate::{
     cache::Inner,
     guard::Stamp,
     layer::Layer,
-    memory::{Encoded, Lookup, MemoryLayer, Placement, Slot},
+    memory::{Encoded, Kept, Lookup, MemoryLayer, Placement, Slot},
     observe,
     policy::{Life, Stale},
 };
@@ -119,16 +119,20 @@ impl<C: Codec> Inner<C> {
         };
         let stamp = self.clock.stamp(key);
         match memory.kept::<T>(key).await {
-            Some(kept) if Instant::now() < kept.fresh_until => {
+            Some(Kept {
+                value,
+                fresh_until: Some(fresh_until),
+                keep_until,
+                tags,
+            }) => {
                 memory.count_hit();
                 observe::answered_by(memory.name());
                 // Served as it is until it stops being fresh; the refresh this read may start
                 // replaces it before then.
-                let deadlines = (kept.fresh_until, kept.fresh_until);
-                let tags = kept.tags.clone();
-                self.refront(key, &kept.value, tags, deadlines, kept.keep_until, stamp)
+                let deadlines = (fresh_until, fresh_until);
+                self.refront(key, &value, tags, deadlines, keep_until, stamp)
                     .await;
-                Behind::Fresh(kept.value)
+                Behind::Fresh(value)
             }
             Some(kept) => {
                 memory.count_miss();
@@ -305,8 +309,7 @@ impl<C: Codec> Inner<C> {
                 return Examined::Unusable;
             }
         };
-        let fresh_until = fresh_until(entry, &meta);
-        if Instant::now() >= fresh_until {
+        if fresh_for(entry, &meta, Instant::now()).is_none() {
             layer.counters.miss();
             return match value {
                 Some(value) => Examined::Stale(Stale {
@@ -340,11 +343,9 @@ impl<C: Codec> Inner<C> {
         eager: EagerRefresh,
     ) {
         let now = Instant::now();
-        let fresh_until = fresh_until(entry, meta);
-        let remaining = fresh_until.saturating_duration_since(now);
-        if remaining.is_zero() {
+        let Some(remaining) = fresh_for(entry, meta, now) else {
             return;
-        }
+        };
         let source_scale = self.tiers[level].options.ttl_scale_value();
         let fresh_for = |scale: f64| remaining.mul_f64((scale / source_scale).min(1.0));
         for layer in self.tiers[..level]
@@ -399,10 +400,13 @@ impl<C: Codec> Inner<C> {
     }
 }
 
-/// When a stored entry stops being fresh: its expiry minus the stale window its header gives.
-fn fresh_until(entry: &Entry, meta: &StoredMeta) -> Instant {
+/// How long a stored entry stays fresh from `now` (its time left minus the stale window its
+/// header gives); `None` once it is stale. Relative, so a stale window longer than the monotonic
+/// clock has been running never makes a stale entry look fresh.
+fn fresh_for(entry: &Entry, meta: &StoredMeta, now: Instant) -> Option<std::time::Duration> {
     entry
         .expires_at
+        .saturating_duration_since(now)
         .checked_sub(meta.stale_window)
-        .unwrap_or(entry.expires_at)
+        .filter(|fresh| !fresh.is_zero())
 }
