@@ -76,6 +76,8 @@ impl Placement {
 
 #[cfg(feature = "moka")]
 mod imp {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use tiercache_core::TierCounters;
     use tiercache_moka::{MemoryEntry, MemoryTier};
 
@@ -90,6 +92,10 @@ mod imp {
         options: TierOptions,
         counters: TierCounters,
         promotion: Gate,
+        /// Whether an entry with deadlines (a refresh point or a stale window) was ever
+        /// stored: until then an L1 miss needs no second look, so caches that use neither
+        /// feature pay nothing for them.
+        deadlines_used: AtomicBool,
     }
 
     impl MemoryLayer {
@@ -99,6 +105,7 @@ mod imp {
                 promotion: Gate::new(options.promotion_value()),
                 options,
                 counters: TierCounters::default(),
+                deadlines_used: AtomicBool::new(false),
             }
         }
 
@@ -134,9 +141,19 @@ mod imp {
             self.counters.miss();
         }
 
+        /// Remembers that entries with deadlines exist (one store, the first time only).
+        fn note_deadlines(&self, entry: &MemoryEntry) {
+            if entry.has_deadlines() && !self.deadlines_used.load(Ordering::Relaxed) {
+                self.deadlines_used.store(true, Ordering::Relaxed);
+            }
+        }
+
         /// The entry under `key` when it holds a `T`, whatever its deadlines: the second look
         /// after the hit path found it past its serving deadline.
         pub(crate) async fn kept<T: Any + Send + Sync>(&self, key: &str) -> Option<Kept<T>> {
+            if !self.deadlines_used.load(Ordering::Relaxed) {
+                return None;
+            }
             let entry = self.tier.get(key).await?;
             let now = Instant::now();
             let fresh_until = entry.fresh_for(now).map(|fresh| now + fresh);
@@ -201,6 +218,7 @@ mod imp {
                 Some(value) => MemoryEntry::new(value, life.front_until()),
                 None => MemoryEntry::negative(life.front_until()),
             };
+            self.note_deadlines(&entry);
             self.tier.insert(key, weighed(entry, placement)).await;
             self.counters.write();
         }
@@ -217,6 +235,7 @@ mod imp {
         ) {
             let mut entry =
                 MemoryEntry::new(value, keep_until).with_deadlines(serve_until, fresh_until);
+            self.note_deadlines(&entry);
             if let Some(tags) = tags {
                 entry = entry.with_tags(tags);
             }

@@ -114,9 +114,15 @@ impl Life {
         stale_window: Duration,
         eager: EagerRefresh,
     ) -> Self {
+        // Only XFetch draws a random number; the common case (off) costs nothing.
+        let draw = if matches!(eager, EagerRefresh::XFetch { .. }) {
+            unit_random()
+        } else {
+            0.0
+        };
         // A lead reaching before the clock's origin means "refresh at once".
         let refresh_at = eager
-            .lead_time(ttl, load_time, unit_random())
+            .lead_time(ttl, load_time, draw)
             .map(|lead| fresh_until.checked_sub(lead).unwrap_or_else(Instant::now));
         Self {
             fresh_until,
