@@ -11,6 +11,11 @@
 //! | `RedisStreamBus` (a Redis Stream) | `streams` | replayed, in stream-id order | nothing, unless the position was trimmed away |
 //! | `RedisTrackingBus` (`CLIENT TRACKING BCAST`) | `tracking` | lost; reports writes by any client | all of L1 |
 //!
+//! Messages travel in the versioned [`wire`] format: version 2 carries the send time (receivers
+//! measure propagation lag with it) and tag invalidations; version 1 messages are still read. A
+//! version-1 reader drops version-2 messages as undecodable (counted), so upgrade every instance
+//! that shares a channel together.
+//!
 //! ```
 //! use tiercache_bus::wire;
 //! use tiercache_core::{BusMessage, InstanceId, Invalidation};

@@ -123,14 +123,20 @@ mod imp {
         }
 
         /// The hot path: one moka lookup and a type check; no allocation, no key copy.
-        /// Counted in the tier's hits; a miss is counted by the caller with
-        /// [`count_miss`](Self::count_miss) once the kept copy was looked at too.
+        /// A value found is counted as a hit here; a cached "not found" is counted by the caller
+        /// (a hit where it answers, a miss where it is loaded over), and a miss once the caller
+        /// has looked behind the front entry ([`count_miss`](Self::count_miss)).
         pub(crate) async fn lookup<T: Any + Send + Sync>(&self, key: &str) -> Slot<T> {
             let found = self.peek(key).await;
-            if !matches!(found, Slot::Ready(Lookup::Miss)) {
+            if !matches!(found, Slot::Ready(Lookup::Miss | Lookup::Negative)) {
                 self.counters.hit();
             }
             found
+        }
+
+        /// Whether an entry with deadlines may be in L1 (see `deadlines_used`).
+        pub(crate) fn may_keep(&self) -> bool {
+            self.deadlines_used.load(Ordering::Relaxed)
         }
 
         pub(crate) fn count_hit(&self) {
@@ -151,7 +157,7 @@ mod imp {
         /// The entry under `key` when it holds a `T`, whatever its deadlines: the second look
         /// after the hit path found it past its serving deadline.
         pub(crate) async fn kept<T: Any + Send + Sync>(&self, key: &str) -> Option<Kept<T>> {
-            if !self.deadlines_used.load(Ordering::Relaxed) {
+            if !self.may_keep() {
                 return None;
             }
             let entry = self.tier.get(key).await?;
@@ -307,6 +313,9 @@ mod imp {
             match *self {}
         }
         pub(crate) fn count_hit(&self) {
+            match *self {}
+        }
+        pub(crate) fn may_keep(&self) -> bool {
             match *self {}
         }
         pub(crate) fn count_miss(&self) {

@@ -104,7 +104,10 @@ impl<C: Codec> Inner<C> {
             }
         };
         match found {
-            Lookup::Negative => self.loads.negative_hit(),
+            Lookup::Negative => {
+                memory.count_hit();
+                self.loads.negative_hit();
+            }
             Lookup::Hit(_) => observe::answered_by(memory.name()),
             Lookup::Miss => {}
         }
@@ -117,6 +120,10 @@ impl<C: Codec> Inner<C> {
         let Some(memory) = &self.memory else {
             return Behind::Nothing;
         };
+        if !memory.may_keep() {
+            memory.count_miss();
+            return Behind::Nothing;
+        }
         let stamp = self.clock.stamp(key);
         match memory.kept::<T>(key).await {
             Some(Kept {
