@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, EventInterface, PubsubInterface},
-    types::{Message, Value},
+    types::{ClusterHash, Message, Value, config::Options},
 };
 use tiercache_core::{
     Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, Error, GapReason, Result,
@@ -144,9 +144,7 @@ impl Bus for RedisBus {
         // Taken before subscribing, so no message or reconnect after it is missed.
         let messages = shared.subscriber.message_rx();
         let reconnects = shared.subscriber.reconnect_rx();
-        shared
-            .subscriber
-            .subscribe(channel)
+        subscribe_confirmed(&shared.subscriber, channel)
             .await
             .map_err(|err| from_fred(&shared.name, err))?;
         shared.subscribed.store(true, Ordering::SeqCst);
@@ -188,6 +186,27 @@ impl Bus for RedisBus {
             shared.reconnects.load(Ordering::Relaxed),
         )
     }
+}
+
+/// Subscribes, and returns once the server has made the subscription. fred answers `subscribe`
+/// as soon as the command is written (the server's confirmation comes out of band), so a message
+/// published just after could still miss this subscriber: on a cluster, where the SUBSCRIBE and
+/// the PUBLISH go to different nodes, that happens. A PING sent after it on the same connection
+/// is answered only once the SUBSCRIBE has taken effect, since a connection's commands run in
+/// order; fred routes a non-sharded SUBSCRIBE by the slot of the client's id, and so is the PING.
+async fn subscribe_confirmed(subscriber: &Client, channel: &str) -> Result<(), fred::error::Error> {
+    subscriber.subscribe(channel).await?;
+    let same_connection = Options {
+        cluster_hash: Some(ClusterHash::Custom(fred::util::redis_keyslot(
+            subscriber.id().as_bytes(),
+        ))),
+        ..Options::default()
+    };
+    subscriber
+        .with_options(&same_connection)
+        .ping::<Value>(None)
+        .await?;
+    Ok(())
 }
 
 /// The receiving task: decodes what arrives on the channel and hands it to the cache, and
@@ -259,7 +278,7 @@ impl Listener {
                 return;
             };
             shared.subscribed.store(false, Ordering::SeqCst);
-            match shared.subscriber.subscribe(self.channel.as_str()).await {
+            match subscribe_confirmed(&shared.subscriber, &self.channel).await {
                 Ok(()) => {
                     shared.subscribed.store(true, Ordering::SeqCst);
                     shared.reconnects.fetch_add(1, Ordering::Relaxed);

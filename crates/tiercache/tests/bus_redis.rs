@@ -172,6 +172,38 @@ suite_on!(pubsub, Kind::PubSub);
 suite_on!(stream, Kind::Stream);
 suite_on!(tracking, Kind::Tracking);
 
+/// A Pub/Sub bus is subscribed when the cache's `build` returns, not only asked to be: fred
+/// answers SUBSCRIBE when it is written, so with the server frozen `build` must still wait, and
+/// once the server thaws, a message published at once reaches the new instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_the_bus_is_subscribed_when_build_returns() {
+    let redis = Redis::start(Kind::PubSub).await;
+    let a = Instance::new(&redis, "ready", BusOptions::new()).await;
+    let patient = options(&redis.url, 50).command_timeout(Duration::from_secs(10));
+    let b_bus = connect_bus(Kind::PubSub, patient, 100_000).await;
+
+    redis.server.lock().unwrap().pause().unwrap();
+    let build = Instance::with_bus(&redis, "ready", b_bus, BusOptions::new());
+    tokio::pin!(build);
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut build).await;
+    redis.server.lock().unwrap().resume().unwrap();
+    assert!(
+        early.is_err(),
+        "build returned while the server could not have subscribed"
+    );
+    let b = build.await;
+
+    a.cache
+        .set("k", &1_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    eventually(
+        "B received the write published right after it started",
+        async || b.bus().received == 1,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_bad_messages_are_counted_and_the_bus_goes_on() {
     let redis = Redis::start(Kind::PubSub).await;
