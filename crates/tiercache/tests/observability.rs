@@ -29,6 +29,11 @@ struct SpanLog {
     metadata: Mutex<HashMap<u64, &'static Metadata<'static>>>,
 }
 
+/// Taken by each test for its whole run. tracing caches each callsite's interest across every
+/// subscriber alive; a callsite first hit on one thread while another thread sets its own
+/// subscriber can keep a stale "never", so the span test must not overlap the other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 thread_local! {
     static ENTERED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
@@ -105,6 +110,7 @@ fn field<'a>(span: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_call_has_a_span_with_tier_hit_and_duration() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let recorder = Recorder::default();
     let _guard = tracing::subscriber::set_default(recorder.clone());
     let l2 = MapTier::new("l2");
@@ -243,6 +249,7 @@ impl MetricsRecorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_propagation_lag_reach_the_metrics_facade() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let recorder = MetricsRecorder::default();
     metrics::set_global_recorder(recorder.clone()).unwrap();
     let network = LocalNetwork::new();
