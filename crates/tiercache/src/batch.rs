@@ -1,47 +1,48 @@
-//! Batches: one batch read per tier for the keys that missed above it, one batch write per tier,
-//! and one loader call for the keys that missed everywhere, coalesced per key with every other
-//! load in this process.
+//! Batches: one batch read per tier for the keys that missed above it, and one batch write per
+//! tier; the facade's batch calls. Loading what missed everywhere is in `batch_load.rs`.
 
 use std::{
     any::Any,
     collections::HashMap,
     future::Future,
-    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
 use tiercache_core::{
-    Bytes, Codec, DecodeError, Decoded, Entry, EntryOptions, Error, Invalidation, Result,
-    validate_key, validate_tags,
+    Bytes, Codec, DecodeError, Decoded, Entry, EntryOptions, Invalidation, Result, validate_key,
+    validate_tags,
 };
 
 use crate::{
     Cache,
     cache::Inner,
-    flight::{Join, Leader, Waiter},
     guard::Stamp,
     memory::{Lookup, Placement},
     observe::{self, call_span},
-    policy::Life,
+    policy::{Life, Stale},
     read::{Behind, Examined},
     write::WriteSpec,
 };
 
-/// What a batch read found for one key.
-type Found<T> = Lookup<T>;
+/// What a batch read found for one key, and the first stale copy met on the way: the fallback
+/// fail-safe answers with when loading the key fails.
+pub(crate) struct ReadOne<T> {
+    pub(crate) found: Lookup<T>,
+    pub(crate) stale: Option<Stale<T>>,
+}
 
 impl<C: Codec> Inner<C> {
     /// Reads `keys` through every tier: L1 for each key, then one `get_many` per lower tier for
     /// the keys still missing (the Redis tier makes that one `MGET` per hash slot). Hits are
-    /// promoted upwards like single reads. One answer per key, in order.
+    /// promoted upwards like single reads. One answer per key, in order, with any stale copy
+    /// met on the way.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidKey`] when any key breaks the key rules (nothing is read then).
-    pub(crate) async fn read_many<T, D>(&self, keys: &[&str], decode: D) -> Result<Vec<Found<T>>>
+    pub(crate) async fn read_many<T, D>(&self, keys: &[&str], decode: D) -> Result<Vec<ReadOne<T>>>
     where
         T: Any + Send + Sync,
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
@@ -51,19 +52,24 @@ impl<C: Codec> Inner<C> {
         }
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            let mut lookup = self.lookup_memory::<T, _>(key, &decode).await;
-            if matches!(lookup, Lookup::Miss)
-                && let Behind::Fresh(value) = self.behind_front::<T>(key).await
-            {
-                lookup = Lookup::Hit(value);
+            let mut one = ReadOne {
+                found: self.lookup_memory::<T, _>(key, &decode).await,
+                stale: None,
+            };
+            if matches!(one.found, Lookup::Miss) {
+                match self.behind_front::<T>(key).await {
+                    Behind::Fresh(value) => one.found = Lookup::Hit(value),
+                    Behind::Stale(stale) => one.stale = Some(stale),
+                    Behind::Nothing => {}
+                }
             }
-            found.push(lookup);
+            found.push(one);
         }
         // Stamped before the tiers below are read, so an invalidation meanwhile wins (guard.rs).
         let mut missing: Vec<(usize, Stamp)> = found
             .iter()
             .enumerate()
-            .filter(|(_, lookup)| matches!(lookup, Lookup::Miss))
+            .filter(|(_, one)| matches!(one.found, Lookup::Miss))
             .map(|(index, _)| (index, self.clock.stamp(keys[index])))
             .collect();
         for (level, layer) in self.tiers.iter().enumerate() {
@@ -104,10 +110,17 @@ impl<C: Codec> Inner<C> {
                     still_missing.push((index, stamp));
                     continue;
                 };
-                let Examined::Fresh(value, meta) = self.examine(layer, key, &entry, &decode).await
-                else {
-                    still_missing.push((index, stamp));
-                    continue;
+                let (value, meta) = match self.examine(layer, key, &entry, &decode).await {
+                    Examined::Fresh(value, meta) => (value, meta),
+                    Examined::Stale(stale) => {
+                        found[index].stale.get_or_insert(stale);
+                        still_missing.push((index, stamp));
+                        continue;
+                    }
+                    Examined::Unusable => {
+                        still_missing.push((index, stamp));
+                        continue;
+                    }
                 };
                 let eager = self.defaults.eager_refresh;
                 self.promote(
@@ -120,7 +133,7 @@ impl<C: Codec> Inner<C> {
                     eager,
                 )
                 .await;
-                found[index] = value.map_or(Lookup::Negative, Lookup::Hit);
+                found[index].found = value.map_or(Lookup::Negative, Lookup::Hit);
             }
             missing = still_missing;
         }
@@ -194,160 +207,6 @@ impl<C: Codec> Inner<C> {
         };
         first_error.map_or(published, Err)
     }
-
-    /// get-or-compute for many keys: what the tiers hold, and for the keys that missed
-    /// everywhere, one call of `loader` with just those keys (minus the ones another caller is
-    /// already loading, which this call waits for). A key the loader leaves out is "not found":
-    /// `None`, cached as negative when the options ask for it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidKey`]; [`Error::Loader`] (naming the first key of the batch) when the
-    /// loader fails, or a waited-for load's error; [`Error::Encode`] for a value that does not
-    /// encode. A loader panic goes on in this caller, and other callers waiting for these keys
-    /// get [`Error::LoaderPanicked`].
-    pub(crate) async fn compute_many<T, F, Fut, E>(
-        &self,
-        keys: &[&str],
-        options: &EntryOptions,
-        loader: F,
-    ) -> Result<Vec<Option<Arc<T>>>>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: Fn(Vec<String>) -> Fut,
-        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let decode = |bytes: &Bytes| self.envelope.decode::<T>(bytes);
-        let found = self.read_many::<T, _>(keys, decode).await?;
-        let mut answers: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
-        let mut pending = Vec::new();
-        for (index, lookup) in found.into_iter().enumerate() {
-            match lookup {
-                Lookup::Hit(value) => answers.push(Some(value)),
-                Lookup::Negative => answers.push(None),
-                Lookup::Miss => {
-                    answers.push(None);
-                    pending.push(index);
-                }
-            }
-        }
-        // Each round loads what this call leads and waits for the rest; a key whose leader went
-        // away without an outcome (cancelled) is joined again in the next round.
-        while !pending.is_empty() {
-            let mut leaders: Vec<(usize, Leader, Stamp)> = Vec::new();
-            let mut waiters: Vec<(usize, Waiter)> = Vec::new();
-            for index in pending.drain(..) {
-                match self.flights.join(keys[index]).await {
-                    Join::Lead(leader) => {
-                        leaders.push((index, leader, self.clock.stamp(keys[index])));
-                    }
-                    Join::Wait(waiter) => {
-                        self.loads.coalesced();
-                        waiters.push((index, waiter));
-                    }
-                }
-            }
-            let mut to_load = Vec::new();
-            for (index, leader, stamp) in leaders {
-                // A previous leader may have filled L1 between the read and the join.
-                match self.peek_memory::<T, _>(keys[index], decode).await {
-                    Lookup::Hit(value) => {
-                        leader.finish(Ok(Some(value.clone() as Arc<dyn Any + Send + Sync>)));
-                        answers[index] = Some(value);
-                    }
-                    Lookup::Negative | Lookup::Miss => to_load.push((index, leader, stamp)),
-                }
-            }
-            if !to_load.is_empty() {
-                self.load_batch(keys, to_load, options, &loader, &mut answers)
-                    .await?;
-            }
-            // Loads led here are finished before waiting, so two batches that lead each
-            // other's keys never wait on each other.
-            for (index, waiter) in waiters {
-                match waiter.outcome().await {
-                    None => pending.push(index),
-                    Some(Err(err)) => return Err(err),
-                    Some(Ok(None)) => answers[index] = None,
-                    Some(Ok(Some(value))) => match value.downcast::<T>() {
-                        Ok(value) => answers[index] = Some(value),
-                        // Another type was loaded under this key: load it for this call.
-                        Err(_) => pending.push(index),
-                    },
-                }
-            }
-        }
-        Ok(answers)
-    }
-
-    /// One loader call for the keys this call leads; fills and answers each, and hands every
-    /// leader's outcome to its waiters.
-    async fn load_batch<T, F, Fut, E>(
-        &self,
-        keys: &[&str],
-        to_load: Vec<(usize, Leader, Stamp)>,
-        options: &EntryOptions,
-        loader: &F,
-        answers: &mut [Option<Arc<T>>],
-    ) -> Result<()>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: Fn(Vec<String>) -> Fut,
-        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let asked: Vec<String> = to_load
-            .iter()
-            .map(|(index, _, _)| keys[*index].to_owned())
-            .collect();
-        let first_key = asked.first().cloned().unwrap_or_default();
-        self.loads.load();
-        let started = Instant::now();
-        let mut loaded = match AssertUnwindSafe(loader(asked)).catch_unwind().await {
-            Ok(Ok(loaded)) => loaded,
-            Ok(Err(source)) => {
-                self.loads.load_error();
-                let err = Error::loader(&first_key, source);
-                tracing::debug!(keys = to_load.len(), %err, "batch loader failed; nothing cached");
-                for (_, leader, _) in to_load {
-                    leader.finish(Err(err.clone()));
-                }
-                return Err(err);
-            }
-            Err(panic) => {
-                self.loads.load_error();
-                tracing::warn!(
-                    keys = to_load.len(),
-                    "batch loader panicked; waiters get an error, the panic goes on"
-                );
-                for (index, leader, _) in to_load {
-                    leader.finish(Err(Error::LoaderPanicked {
-                        key: keys[index].to_owned(),
-                    }));
-                }
-                std::panic::resume_unwind(panic);
-            }
-        };
-        let policy = self.defaults.resolve(options);
-        let spec = WriteSpec::new(options, policy, self.default_ttl, started.elapsed());
-        let mut first_error = None;
-        for (index, leader, stamp) in to_load {
-            let key = keys[index];
-            let value = loaded.remove(key).map(Arc::new);
-            let filled = self.fill(key, value.clone(), options, spec.clone(), stamp);
-            if let Err(err) = filled.await {
-                leader.finish(Err(err.clone()));
-                first_error.get_or_insert(err);
-                continue;
-            }
-            leader.finish(Ok(value
-                .clone()
-                .map(|value| value as Arc<dyn Any + Send + Sync>)));
-            answers[index] = value;
-        }
-        first_error.map_or(Ok(()), Err)
-    }
 }
 
 impl<C: Codec> Cache<C> {
@@ -384,7 +243,7 @@ impl<C: Codec> Cache<C> {
             let found = inner.read_many::<T, _>(keys, decode).await?;
             Ok(found
                 .into_iter()
-                .map(|lookup| match lookup {
+                .map(|one| match one.found {
                     Lookup::Hit(value) => Some(value),
                     Lookup::Negative | Lookup::Miss => None,
                 })
@@ -438,6 +297,13 @@ impl<C: Codec> Cache<C> {
     /// `loader` is called at most once per round; a second round happens only for keys whose
     /// loading caller was cancelled meanwhile.
     ///
+    /// The options' (or the cache's) hard timeout bounds the loader call and the waits for other
+    /// callers' loads together. With [fail-safe](EntryOptions::fail_safe), a key whose load fails
+    /// or passes the hard timeout answers with the stale value met in any tier, served again for
+    /// the throttle like a single load's; the call fails only when some such key has none. The
+    /// soft timeout and eager refresh do not apply: they would need a loader that outlives the
+    /// call.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
     /// use std::collections::HashMap;
@@ -458,9 +324,10 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`]; [`Error::Loader`] when the loader fails (nothing is cached, and
-    /// callers waiting for these keys get the same error); [`Error::Encode`] for a loaded value
-    /// that does not encode. A loader panic goes on in this caller; waiters get
+    /// [`Error::InvalidKey`]; [`Error::Loader`] when the loader fails, or [`Error::Timeout`]
+    /// when it passes the hard timeout, for a key without a stale fallback (nothing is cached,
+    /// and callers waiting for these keys get the same error); [`Error::Encode`] for a loaded
+    /// value that does not encode. A loader panic goes on in this caller; waiters get
     /// [`Error::LoaderPanicked`].
     pub async fn get_or_compute_many<T, F, Fut, E>(
         &self,

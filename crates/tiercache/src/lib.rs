@@ -88,6 +88,7 @@
 
 mod background;
 mod batch;
+mod batch_load;
 mod breaker;
 mod builder;
 mod bus;

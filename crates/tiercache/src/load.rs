@@ -102,7 +102,8 @@ fn erased<T: Send + Sync + 'static>(value: Option<Arc<T>>) -> Option<Arc<dyn Any
     value.map(|value| value as Arc<dyn Any + Send + Sync>)
 }
 
-fn timeout_error(key: &str) -> Error {
+/// The error of a load that passed its hard timeout.
+pub(crate) fn timeout_error(key: &str) -> Error {
     Error::Timeout {
         what: "loader".to_owned(),
         key: Some(key.to_owned()),
@@ -221,12 +222,18 @@ impl<C: Codec> Inner<C> {
 
     /// Answers with a stale fallback (counted), without putting it back in L1.
     fn stale<T>(&self, key: &str, stale: &Stale<T>) -> Waited<T> {
+        Waited::Value(self.answer_stale(key, stale))
+    }
+
+    /// A stale fallback as the answer of a caller whose wait for a load failed or timed out
+    /// (counted); the load's leader is the one that puts it back in L1.
+    pub(crate) fn answer_stale<T>(&self, key: &str, stale: &Stale<T>) -> Arc<T> {
         self.loads.stale_served();
         tracing::warn!(
             key,
             "answering with a stale value: the load failed or timed out"
         );
-        Waited::Value(Arc::clone(&stale.value))
+        Arc::clone(&stale.value)
     }
 
     /// Runs one load: a second look at L1, the lower tiers, then the loader under its
@@ -418,7 +425,7 @@ impl<C: Codec> Inner<C> {
     /// Answers with a stale value after a failed or abandoned load, and puts it in L1's front
     /// for the fail-safe throttle (never past its stale window), so the failing source is not
     /// asked again by every call meanwhile.
-    async fn serve_stale<T: Send + Sync + 'static>(
+    pub(crate) async fn serve_stale<T: Send + Sync + 'static>(
         &self,
         key: &str,
         stale: &Stale<T>,

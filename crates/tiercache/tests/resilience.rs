@@ -543,3 +543,160 @@ async fn a_marker_that_cannot_be_read_hides_the_tagged_value() {
     let tier: &dyn Tier = &l2;
     assert_eq!(tier.name(), "l2");
 }
+
+/// A batch loader that counts its calls and fails.
+async fn failing_batch(
+    calls: &AtomicUsize,
+    keys: Vec<String>,
+) -> Result<std::collections::HashMap<String, u32>, Error> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    drop(keys);
+    Err(Error::Config("source down".into()))
+}
+
+#[tokio::test]
+async fn fail_safe_answers_a_failed_batch_load_with_stale_values_from_any_tier() {
+    let l2 = MapTier::new("l2");
+    let writer = two_tier_cache(&l2).await;
+    let options = short_lived().fail_safe(fail_safe());
+    writer.set("a", &1_u32, options.clone()).await.unwrap();
+    let reader = two_tier_cache(&l2).await;
+    reader.set("b", &2_u32, options.clone()).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+
+    // "a": stale only in L2 (for the reader); "b": stale in the reader's L1 too.
+    let calls = AtomicUsize::new(0);
+    let answers = reader
+        .get_or_compute_many(&["a", "b"], options.clone(), |keys| {
+            failing_batch(&calls, keys)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        [Some(1), Some(2)],
+        "stale values instead of the error"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(reader.stats().stale_served, 2);
+    assert_eq!(reader.stats().load_errors, 1);
+
+    // Within the throttle the stale values answer without asking the failing source.
+    let again = reader
+        .get_or_compute_many(&["a", "b"], options.clone(), |keys| {
+            failing_batch(&calls, keys)
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, [Some(1), Some(2)]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "throttled");
+}
+
+#[tokio::test]
+async fn a_failed_batch_load_is_an_error_when_a_key_has_no_stale_value() {
+    let cache = memory_cache().await;
+    let options = short_lived().fail_safe(fail_safe());
+    cache.set("a", &1_u32, options.clone()).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+
+    let calls = AtomicUsize::new(0);
+    let err = cache
+        .get_or_compute_many(&["a", "never-seen"], options.clone(), |keys| {
+            failing_batch(&calls, keys)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Loader { .. }), "{err}");
+    // The key that had one was still answered stale, and is throttled like a single load.
+    assert_eq!(cache.stats().stale_served, 1);
+    assert_eq!(
+        cache
+            .get_or_compute_many(&["a"], options, |keys| failing_batch(&calls, keys))
+            .await
+            .unwrap(),
+        [Some(1)]
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "throttled");
+
+    // Without fail-safe the stale value is no answer.
+    let plain = memory_cache().await;
+    plain.set("a", &1_u32, short_lived()).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+    assert!(
+        plain
+            .get_or_compute_many(&["a"], short_lived(), |keys| failing_batch(&calls, keys))
+            .await
+            .is_err()
+    );
+    assert_eq!(plain.stats().stale_served, 0);
+}
+
+#[tokio::test]
+async fn a_hanging_batch_loader_times_out_and_fail_safe_answers_what_it_can() {
+    let cache = memory_cache().await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let hang = |keys: Vec<String>| {
+        let flag = DropFlag(Arc::clone(&dropped));
+        async move {
+            let _flag = flag;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Error>(keys.into_iter().map(|key| (key, 9_u32)).collect())
+        }
+    };
+    let options = short_lived().hard_timeout(Duration::from_millis(100));
+    let started = Instant::now();
+    let err = cache
+        .get_or_compute_many(&["x", "y"], options, hang)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { ref what, .. } if what == "loader"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the loader's future was dropped"
+    );
+    assert_eq!(cache.loads_in_flight(), 0);
+    assert_eq!(cache.stats().hard_timeouts, 1);
+
+    // With fail-safe and a stale value for every key, the timeout is answered stale.
+    let options = short_lived()
+        .fail_safe(fail_safe())
+        .hard_timeout(Duration::from_millis(100));
+    cache
+        .set_many(&[("x", 1_u32), ("y", 2)], options.clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+    let answers = cache
+        .get_or_compute_many(&["x", "y"], options, hang)
+        .await
+        .unwrap();
+    assert_eq!(answers, [Some(1), Some(2)]);
+    assert_eq!(cache.stats().hard_timeouts, 2);
+    assert_eq!(cache.stats().stale_served, 2);
+}
+
+#[tokio::test]
+async fn a_batch_waiting_for_a_hanging_load_times_out_too() {
+    let cache = memory_cache().await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    // A single load of "k" with no timeout hangs; the batch joins it as a waiter.
+    let leader = {
+        let cache = cache.clone();
+        let loader = slow(1, Duration::from_secs(3600), &dropped);
+        tokio::spawn(async move { cache.get_or_compute("k", short_lived(), loader).await })
+    };
+    wait_until("the single load started", || cache.loads_in_flight() == 1).await;
+    let options = short_lived().hard_timeout(Duration::from_millis(100));
+    let err = cache
+        .get_or_compute_many(&["k"], options, |keys: Vec<String>| async move {
+            Ok::<_, Error>(keys.into_iter().map(|key| (key, 2_u32)).collect())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    leader.abort();
+}
