@@ -80,6 +80,21 @@ fn slow(
     }
 }
 
+/// The loader passed its hard timeout: the call failed soon with the loader's timeout error,
+/// the loader's future was dropped and no load is left in flight.
+fn gave_up_at_the_hard_timeout(cache: &Cache, err: &Error, started: Instant, dropped: &AtomicBool) {
+    assert!(
+        matches!(err, Error::Timeout { what, .. } if what == "loader"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the loader's future was dropped"
+    );
+    assert_eq!(cache.loads_in_flight(), 0);
+}
+
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !check() {
@@ -219,16 +234,7 @@ async fn a_hanging_loader_errors_at_the_hard_timeout_and_leaves_nothing_behind()
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, Error::Timeout { ref what, .. } if what == "loader"),
-        "{err}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "the loader's future was dropped"
-    );
-    assert_eq!(cache.loads_in_flight(), 0);
+    gave_up_at_the_hard_timeout(&cache, &err, started, &dropped);
     assert_eq!(cache.background_loads(), 0);
     assert_eq!(cache.stats().hard_timeouts, 1);
     assert_eq!(
@@ -649,16 +655,7 @@ async fn a_hanging_batch_loader_times_out_and_fail_safe_answers_what_it_can() {
         .get_or_compute_many(&["x", "y"], options, hang)
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, Error::Timeout { ref what, .. } if what == "loader"),
-        "{err}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "the loader's future was dropped"
-    );
-    assert_eq!(cache.loads_in_flight(), 0);
+    gave_up_at_the_hard_timeout(&cache, &err, started, &dropped);
     assert_eq!(cache.stats().hard_timeouts, 1);
 
     // With fail-safe and a stale value for every key, the timeout is answered stale.
