@@ -24,7 +24,7 @@ use std::{
 
 use tiercache_core::{
     Bus, BusCounters, BusEvent, BusMessage, BusSink, BusStats, Bytes, Codec, GapReason, InstanceId,
-    Invalidation, Result, async_trait, unix_millis,
+    Invalidation, Result, StoredMeta, async_trait, unix_millis,
 };
 
 use crate::{cache::Inner, tags::MARKER_PREFIX};
@@ -241,17 +241,23 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Puts a value another instance just wrote into L1, as bytes decoded on first read.
+    /// Puts a value another instance just wrote into L1, as bytes decoded on first read, with
+    /// its tags, so a tag invalidation finds it before it is ever read. A value one of whose
+    /// tags this instance already knows to be invalidated after the write is dropped instead
+    /// (messages from different instances can arrive in either order).
     async fn store_update(&self, key: &str, value: Bytes, ttl: Duration) {
-        let Some(memory) = self.memory.as_ref().filter(|m| m.options().promotes()) else {
-            if let Some(memory) = &self.memory {
-                memory.remove(key).await;
-            }
+        let Some(memory) = self.memory.as_ref() else {
             return;
         };
+        let meta = StoredMeta::read(&value);
+        if !memory.options().promotes() || self.tags.known_invalidated(&meta) {
+            memory.remove(key).await;
+            return;
+        }
         let expires_at = Instant::now() + ttl.mul_f64(memory.options().ttl_scale_value());
+        let tags = (!meta.tags.is_empty()).then(|| Arc::from(meta.tags));
         memory
-            .insert_encoded(key, value, self.cap_l1_expiry(expires_at))
+            .insert_encoded(key, value, self.cap_l1_expiry(expires_at), tags)
             .await;
     }
 

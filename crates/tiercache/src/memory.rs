@@ -60,18 +60,11 @@ pub(crate) struct Placement {
         expect(dead_code, reason = "without moka there is no L1 to weigh entries in")
     )]
     pub(crate) weight: Option<usize>,
+    #[cfg_attr(
+        not(feature = "moka"),
+        expect(dead_code, reason = "without moka there is no L1 to tag entries in")
+    )]
     pub(crate) tags: Option<Arc<[String]>>,
-}
-
-impl Placement {
-    /// A plain entry until `expires_at`, without tags.
-    pub(crate) fn plain(expires_at: Instant, weight: Option<usize>) -> Self {
-        Self {
-            life: crate::policy::Life::plain(expires_at),
-            weight,
-            tags: None,
-        }
-    }
 }
 
 #[cfg(feature = "moka")]
@@ -195,10 +188,19 @@ mod imp {
         }
 
         /// Stores bytes that arrived over the bus; the first typed read decodes them.
-        pub(crate) async fn insert_encoded(&self, key: &str, bytes: Bytes, expires_at: Instant) {
+        pub(crate) async fn insert_encoded(
+            &self,
+            key: &str,
+            bytes: Bytes,
+            expires_at: Instant,
+            tags: Option<Arc<[String]>>,
+        ) {
             let weight = bytes.len();
             let encoded = Arc::new(Encoded { bytes, expires_at });
-            let entry = MemoryEntry::new(encoded, expires_at).with_weight(weight);
+            let mut entry = MemoryEntry::new(encoded, expires_at).with_weight(weight);
+            if let Some(tags) = tags {
+                entry = entry.with_tags(tags);
+            }
             self.tier.insert(key, entry).await;
             self.counters.write();
         }
@@ -309,7 +311,13 @@ mod imp {
         pub(crate) async fn peek<T: Any + Send + Sync>(&self, _key: &str) -> Slot<T> {
             match *self {}
         }
-        pub(crate) async fn insert_encoded(&self, _key: &str, _bytes: Bytes, _at: Instant) {
+        pub(crate) async fn insert_encoded(
+            &self,
+            _key: &str,
+            _bytes: Bytes,
+            _at: Instant,
+            _tags: Option<Arc<[String]>>,
+        ) {
             match *self {}
         }
         pub(crate) fn count_hit(&self) {

@@ -96,15 +96,6 @@ pub(crate) struct Life {
 }
 
 impl Life {
-    /// A plain entry: fresh until it expires, no refresh, nothing kept.
-    pub(crate) fn plain(expires_at: Instant) -> Self {
-        Self {
-            fresh_until: expires_at,
-            refresh_at: None,
-            keep_until: expires_at,
-        }
-    }
-
     /// An entry fresh until `fresh_until`, of a value whose full fresh life is `ttl` and whose
     /// load took `load_time`, kept `stale_window` longer, refreshed early as `eager` says.
     pub(crate) fn new(

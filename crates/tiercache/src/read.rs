@@ -227,9 +227,21 @@ impl<C: Codec> Inner<C> {
         let still_there =
             matches!(memory.peek::<T>(key).await, Slot::Encoded(now) if Arc::ptr_eq(&now, encoded));
         if still_there {
+            // Fresh until the update's expiry; then kept for the stale window its writer gave it,
+            // as a promoted copy would be.
             let meta = StoredMeta::read(&encoded.bytes);
-            let mut placement = Placement::plain(encoded.expires_at, Some(encoded.bytes.len()));
-            placement.tags = (!meta.tags.is_empty()).then(|| Arc::from(meta.tags));
+            let life = Life::new(
+                encoded.expires_at,
+                meta.ttl,
+                meta.load_time,
+                meta.stale_window,
+                self.defaults.eager_refresh,
+            );
+            let placement = Placement {
+                life,
+                weight: Some(encoded.bytes.len()),
+                tags: (!meta.tags.is_empty()).then(|| Arc::from(meta.tags)),
+            };
             self.store_in_memory(key, value.clone(), placement, Some(stamp))
                 .await;
         }

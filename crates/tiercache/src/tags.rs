@@ -84,6 +84,15 @@ impl TagClock {
         self.known.clear_sync();
     }
 
+    /// Whether this instance knows (recently enough to trust) that a tag of a value with
+    /// `meta` was invalidated at or after the value was written. Reads no tier: unknown tags
+    /// answer no.
+    pub(crate) fn known_invalidated(&self, meta: &StoredMeta) -> bool {
+        meta.tags
+            .iter()
+            .any(|tag| self.trusted(tag).is_some_and(|at| meta.written_at_ms <= at))
+    }
+
     /// The invalidation time of `tag`, when known recently enough to trust.
     fn trusted(&self, tag: &str) -> Option<u64> {
         self.known

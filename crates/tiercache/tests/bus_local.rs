@@ -7,7 +7,11 @@ mod bus_suite;
 use std::{sync::Arc, time::Duration};
 
 use bus_suite::{Instance, Transport, eventually};
-use tiercache::{BusOptions, Cache, CacheStrategy, Error, MemoryTier, Tier};
+use tiercache::{
+    Bus, BusOptions, Cache, CacheStrategy, EntryOptions, Error, FailSafe, MemoryTier, Tier,
+    async_trait,
+    core::{BusHealth, BusMessage, BusScope, BusSink},
+};
 use tiercache_testkit::{LocalBus, LocalNetwork, MapTier};
 
 struct Local {
@@ -80,6 +84,11 @@ async fn a_tag_invalidation_reaches_every_l1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_updates_carry_their_value() {
     bus_suite::small_updates_carry_their_value(&Local::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidation_reaches_updates_not_yet_read() {
+    bus_suite::a_tag_invalidation_reaches_updates_not_yet_read(&Local::new()).await;
 }
 
 /// A publish that fails is the writer's error, and its next message tells every receiver to
@@ -183,4 +192,114 @@ async fn a_bus_cannot_be_shared_by_two_caches() {
     };
     build().await.unwrap();
     assert!(matches!(build().await, Err(Error::Config(_))));
+}
+
+/// A bus that holds its instance's messages back until released, to stage messages from two
+/// instances arriving in the other order.
+#[derive(Debug)]
+struct HeldBus {
+    inner: LocalBus,
+    held: std::sync::Mutex<Option<Vec<BusMessage>>>,
+}
+
+impl HeldBus {
+    fn holding(inner: LocalBus) -> Self {
+        Self {
+            inner,
+            held: std::sync::Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    async fn release(&self) {
+        let held = self.held.lock().unwrap().take().unwrap_or_default();
+        for message in &held {
+            self.inner.publish(message).await.unwrap();
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for HeldBus {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn start(&self, scope: BusScope<'_>, sink: Arc<dyn BusSink>) -> tiercache::Result<()> {
+        self.inner.start(scope, sink).await
+    }
+
+    async fn publish(&self, message: &BusMessage) -> tiercache::Result<()> {
+        if let Some(held) = self.held.lock().unwrap().as_mut() {
+            held.push(message.clone());
+            return Ok(());
+        }
+        self.inner.publish(message).await
+    }
+
+    fn health(&self) -> BusHealth {
+        self.inner.health()
+    }
+}
+
+/// A tagged value's update that arrives after the invalidation of its tag (sent later, from
+/// another instance) is not kept: the receiver knows the tag was dropped after the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_arriving_after_its_tag_was_invalidated_is_not_kept() {
+    let transport = Local::new();
+    let options = || BusOptions::new().updates_up_to(256);
+    let a_bus = Arc::new(HeldBus::holding(transport.network.bus()));
+    let a = Instance::with_bus(&transport, "late", Arc::clone(&a_bus), options()).await;
+    let b = Instance::new(&transport, "late", options()).await;
+    let c = Instance::new(&transport, "late", options()).await;
+
+    let tenant = EntryOptions::new(CacheStrategy::LongTerm).tags(["tenant:3"]);
+    a.cache.set("invoice:1", &1_u64, tenant).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    c.cache.invalidate_tag("tenant:3").await.unwrap();
+    eventually("B learned of the tag invalidation", async || {
+        b.bus().received >= 1
+    })
+    .await;
+
+    a_bus.release().await;
+    eventually("B received A's late update", async || b.bus().received >= 2).await;
+    assert!(b.l1.get("invoice:1").await.is_none(), "not kept");
+    assert_eq!(b.cache.get::<u64>("invoice:1").await.unwrap(), None);
+}
+
+/// A value that came with its update keeps the stale window its writer gave it once it is
+/// read, so fail-safe on the receiver can answer with it when the source fails, even without
+/// a shared tier to find it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_keeps_its_stale_window_for_fail_safe() {
+    let network = LocalNetwork::new();
+    let build = async |bus: LocalBus| {
+        Cache::builder()
+            .memory(MemoryTier::new(100))
+            .bus_with(bus, BusOptions::new().updates_up_to(256))
+            .build()
+            .await
+            .unwrap()
+    };
+    let a = build(network.bus()).await;
+    let b = build(network.bus()).await;
+    let ttl = Duration::from_millis(150);
+    let options = EntryOptions::new(CacheStrategy::Custom(ttl))
+        .fail_safe(FailSafe::new(Duration::from_secs(60)));
+    a.set("price", &100_u32, options.clone()).await.unwrap();
+    eventually("B received the update", async || {
+        b.stats().bus.unwrap().received == 1
+    })
+    .await;
+    assert_eq!(b.get::<u32>("price").await.unwrap(), Some(100));
+
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    let answer = b
+        .get_or_compute("price", options, || async {
+            Err::<u32, _>(Error::Config("source down".into()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer, 100, "the stale copy answered");
+    assert_eq!(b.stats().stale_served, 1);
 }

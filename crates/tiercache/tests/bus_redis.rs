@@ -164,6 +164,12 @@ macro_rules! suite_on {
             async fn small_updates_carry_their_value() {
                 bus_suite::small_updates_carry_their_value(&Redis::start($kind).await).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_tag_invalidation_reaches_updates_not_yet_read() {
+                let redis = Redis::start($kind).await;
+                bus_suite::a_tag_invalidation_reaches_updates_not_yet_read(&redis).await;
+            }
         }
     };
 }

@@ -401,6 +401,31 @@ pub(crate) async fn a_gap_empties_l1_and_the_bus_recovers<T: Transport>(transpor
     write_and_expect_others_to_drop(&all, 1, "user:1", 2, 3).await;
 }
 
+/// A tagged value that came with its update waits in L1 undecoded until it is first read; a
+/// tag invalidation drops it all the same.
+pub(crate) async fn a_tag_invalidation_reaches_updates_not_yet_read<T: Transport>(transport: &T) {
+    if !transport.carries_updates() {
+        return;
+    }
+    let options = || BusOptions::new().updates_up_to(256);
+    let a = Instance::new(transport, "suite-tag-update", options()).await;
+    let b = Instance::new(transport, "suite-tag-update", options()).await;
+    let tenant = EntryOptions::new(CacheStrategy::LongTerm).tags(["tenant:9"]);
+    a.cache.set("invoice:1", &1_u64, tenant).await.unwrap();
+    eventually("B received the update", async || b.bus().received >= 1).await;
+    assert!(
+        b.l1.get("invoice:1").await.is_some(),
+        "the update waits in B's L1"
+    );
+
+    a.cache.invalidate_tag("tenant:9").await.unwrap();
+    eventually("B dropped the tagged update", async || {
+        b.l1.get("invoice:1").await.is_none()
+    })
+    .await;
+    assert_eq!(b.cache.get::<u64>("invoice:1").await.unwrap(), None);
+}
+
 /// With updates on, a small value travels with the message: the receiver answers from L1
 /// without reading the shared tier, and a large value is sent as a plain invalidation.
 pub(crate) async fn small_updates_carry_their_value<T: Transport>(transport: &T) {
