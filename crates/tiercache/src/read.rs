@@ -232,7 +232,7 @@ impl<C: Codec> Inner<C> {
             let meta = StoredMeta::read(&encoded.bytes);
             let life = Life::new(
                 encoded.expires_at,
-                meta.ttl,
+                meta.ttl.mul_f64(memory.options().ttl_scale_value()),
                 meta.load_time,
                 meta.stale_window,
                 self.defaults.eager_refresh,
