@@ -15,6 +15,10 @@ use tiercache_core::{
     validate_tags,
 };
 
+// Named by the docs' error links.
+#[cfg(doc)]
+use tiercache_core::Error;
+
 use crate::{
     Cache,
     cache::Inner,
@@ -41,7 +45,7 @@ impl<C: Codec> Inner<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) when any key breaks the key rules (nothing is read then).
+    /// [`Error::InvalidKey`] when any key breaks the key rules (nothing is read then).
     pub(crate) async fn read_many<T, D>(&self, keys: &[&str], decode: D) -> Result<Vec<ReadOne<T>>>
     where
         T: Any + Send + Sync,
@@ -216,7 +220,7 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) when any key breaks the key rules (nothing is read).
+    /// [`Error::InvalidKey`] when any key breaks the key rules (nothing is read).
     pub async fn get_many<T>(&self, keys: &[&str]) -> Result<Vec<Option<T>>>
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
@@ -260,7 +264,7 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) or [`Error::Encode`](crate::Error::Encode) for any entry (nothing is written); otherwise
+    /// [`Error::InvalidKey`] or [`Error::Encode`] for any entry (nothing is written); otherwise
     /// the first tier failure, after all tiers were tried, or the bus's error.
     pub async fn set_many<T>(
         &self,
@@ -324,11 +328,11 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey); [`Error::Loader`](crate::Error::Loader) when the loader fails, or [`Error::Timeout`](crate::Error::Timeout)
+    /// [`Error::InvalidKey`]; [`Error::Loader`] when the loader fails, or [`Error::Timeout`]
     /// when it passes the hard timeout, for a key without a stale fallback (nothing is cached,
-    /// and callers waiting for these keys get the same error); [`Error::Encode`](crate::Error::Encode) for a loaded
+    /// and callers waiting for these keys get the same error); [`Error::Encode`] for a loaded
     /// value that does not encode. A loader panic goes on in this caller; waiters get
-    /// [`Error::LoaderPanicked`](crate::Error::LoaderPanicked).
+    /// [`Error::LoaderPanicked`].
     pub async fn get_or_compute_many<T, F, Fut, E>(
         &self,
         keys: &[&str],
