@@ -122,14 +122,14 @@ impl<C: Codec> Inner<C> {
     /// invalidation of one of its tags. When a tag's time cannot be read, the answer is yes: a
     /// miss is the safe reading.
     pub(crate) async fn tag_invalidated(&self, layer: &Layer, meta: &StoredMeta) -> bool {
-        let mut unknown = Vec::new();
-        for tag in &meta.tags {
-            match self.tags.trusted(tag) {
-                Some(at) if meta.written_at_ms <= at => return true,
-                Some(_) => {}
-                None => unknown.push(tag),
-            }
+        if self.tags.known_invalidated(meta) {
+            return true;
         }
+        let unknown: Vec<&String> = meta
+            .tags
+            .iter()
+            .filter(|tag| self.tags.trusted(tag).is_none())
+            .collect();
         if unknown.is_empty() {
             return false;
         }
