@@ -550,14 +550,19 @@ async fn a_marker_that_cannot_be_read_hides_the_tagged_value() {
     assert_eq!(tier.name(), "l2");
 }
 
-/// A batch loader that counts its calls and fails.
-async fn failing_batch(
+/// `get_or_compute_many` of `keys` against a source that fails, counting its calls in `calls`.
+async fn batch_from_failing_source(
+    cache: &Cache,
+    keys: &[&str],
+    options: &EntryOptions,
     calls: &AtomicUsize,
-    keys: Vec<String>,
-) -> Result<std::collections::HashMap<String, u32>, Error> {
-    calls.fetch_add(1, Ordering::SeqCst);
-    drop(keys);
-    Err(Error::Config("source down".into()))
+) -> Result<Vec<Option<u32>>, Error> {
+    cache
+        .get_or_compute_many(keys, options.clone(), |_keys| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<std::collections::HashMap<String, u32>, _>(Error::Config("source down".into()))
+        })
+        .await
 }
 
 #[tokio::test]
@@ -572,10 +577,7 @@ async fn fail_safe_answers_a_failed_batch_load_with_stale_values_from_any_tier()
 
     // "a": stale only in L2 (for the reader); "b": stale in the reader's L1 too.
     let calls = AtomicUsize::new(0);
-    let answers = reader
-        .get_or_compute_many(&["a", "b"], options.clone(), |keys| {
-            failing_batch(&calls, keys)
-        })
+    let answers = batch_from_failing_source(&reader, &["a", "b"], &options, &calls)
         .await
         .unwrap();
     assert_eq!(
@@ -588,10 +590,7 @@ async fn fail_safe_answers_a_failed_batch_load_with_stale_values_from_any_tier()
     assert_eq!(reader.stats().load_errors, 1);
 
     // Within the throttle the stale values answer without asking the failing source.
-    let again = reader
-        .get_or_compute_many(&["a", "b"], options.clone(), |keys| {
-            failing_batch(&calls, keys)
-        })
+    let again = batch_from_failing_source(&reader, &["a", "b"], &options, &calls)
         .await
         .unwrap();
     assert_eq!(again, [Some(1), Some(2)]);
@@ -606,18 +605,14 @@ async fn a_failed_batch_load_is_an_error_when_a_key_has_no_stale_value() {
     tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
 
     let calls = AtomicUsize::new(0);
-    let err = cache
-        .get_or_compute_many(&["a", "never-seen"], options.clone(), |keys| {
-            failing_batch(&calls, keys)
-        })
+    let err = batch_from_failing_source(&cache, &["a", "never-seen"], &options, &calls)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Loader { .. }), "{err}");
     // The key that had one was still answered stale, and is throttled like a single load.
     assert_eq!(cache.stats().stale_served, 1);
     assert_eq!(
-        cache
-            .get_or_compute_many(&["a"], options, |keys| failing_batch(&calls, keys))
+        batch_from_failing_source(&cache, &["a"], &options, &calls)
             .await
             .unwrap(),
         [Some(1)]
@@ -629,8 +624,7 @@ async fn a_failed_batch_load_is_an_error_when_a_key_has_no_stale_value() {
     plain.set("a", &1_u32, short_lived()).await.unwrap();
     tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
     assert!(
-        plain
-            .get_or_compute_many(&["a"], short_lived(), |keys| failing_batch(&calls, keys))
+        batch_from_failing_source(&plain, &["a"], &short_lived(), &calls)
             .await
             .is_err()
     );
