@@ -98,6 +98,16 @@ pub trait Tier: Send + Sync + std::fmt::Debug {
     /// When the tier cannot answer.
     async fn clear(&self) -> Result<()>;
 
+    /// Whether other instances of the service see what this tier stores. A shared tier (Redis)
+    /// answers yes: its writers already wrote it, so invalidations from other instances need
+    /// not touch it. A tier inside this process (a `MokaTier` under L1) answers no: the cache
+    /// applies every invalidation received on its bus, and every bus gap, to such tiers as it
+    /// does to L1, since no other instance can reach them. The default says yes; an in-process
+    /// tier must override it, or it may serve a copy another instance replaced.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     /// Whether the tier can serve requests now. The default says yes.
     ///
     /// # Errors
@@ -150,6 +160,9 @@ pub trait Tier: Send + Sync + std::fmt::Debug {
 impl<T: Tier + ?Sized> Tier for std::sync::Arc<T> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn is_shared(&self) -> bool {
+        (**self).is_shared()
     }
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         (**self).get(key).await

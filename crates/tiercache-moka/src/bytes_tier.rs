@@ -55,6 +55,11 @@ impl fmt::Debug for MokaTier {
 
 #[async_trait]
 impl Tier for MokaTier {
+    /// No: this tier lives in one process, so the cache applies bus invalidations to it.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

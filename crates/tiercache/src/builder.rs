@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use tiercache_core::{
-    Bus, BusScope, CacheStrategy, Codec, DEFAULT_TTL, EagerRefresh, Envelope, Error, FailSafe,
-    JsonCodec, LoadCounters, Namespace, Result, Tier,
+    Bus, CacheStrategy, Codec, DEFAULT_TTL, EagerRefresh, Envelope, Error, FailSafe, JsonCodec,
+    LoadCounters, Namespace, Result, Tier,
 };
 
 #[cfg(doc)]
@@ -13,16 +13,18 @@ use tiercache_core::EntryOptions;
 use crate::{
     BusOptions, Cache, DEFAULT_BACKGROUND_LOADS, DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION,
     TierOptions,
-    background::Background,
-    bus::{BusLink, Receiver},
-    cache::Inner,
-    flight::Flights,
-    guard::InvalidationClock,
-    layer::Layer,
-    memory::MemoryLayer,
+    coherence::Coherence,
+    engine::{Engine, Parts},
+    front::Front,
     policy::Defaults,
-    tags::TagClock,
+    stack::{Level, Stack},
 };
+
+/// The L1 the builder was given: the moka tier and its options (nothing without `moka`).
+#[cfg(feature = "moka")]
+type Memory = (tiercache_moka::MemoryTier, TierOptions);
+#[cfg(not(feature = "moka"))]
+type Memory = std::convert::Infallible;
 
 /// Builds a [`Cache`]. Tiers are given top-down: [`memory`](Self::memory) is L1, then each
 /// [`tier`](Self::tier) call adds the next level (L2, L3, ...).
@@ -44,8 +46,8 @@ use crate::{
 #[must_use = "a builder does nothing until .build() is awaited"]
 pub struct CacheBuilder<C: Codec = JsonCodec> {
     namespace: String,
-    memory: Option<MemoryLayer>,
-    tiers: Vec<Layer>,
+    memory: Option<Memory>,
+    tiers: Vec<Level>,
     codec: C,
     schema_version: u16,
     default_strategy: CacheStrategy,
@@ -115,7 +117,7 @@ impl<C: Codec> CacheBuilder<C> {
     /// promoted into it).
     #[cfg(feature = "moka")]
     pub fn memory_with(mut self, tier: tiercache_moka::MemoryTier, options: TierOptions) -> Self {
-        self.memory = Some(MemoryLayer::new(tier, options));
+        self.memory = Some((tier, options));
         self
     }
 
@@ -128,7 +130,7 @@ impl<C: Codec> CacheBuilder<C> {
     /// Adds the next tier below the ones already given, with its options.
     pub fn tier_with(mut self, tier: impl Tier + 'static, options: TierOptions) -> Self {
         let tier: Arc<dyn Tier> = Arc::new(tier);
-        self.tiers.push(Layer::new(tier, options));
+        self.tiers.push(Level::new(tier, options));
         self
     }
 
@@ -265,49 +267,36 @@ impl<C: Codec> CacheBuilder<C> {
                 "an L1 max age of zero would keep nothing in L1; drop .memory(..) instead".into(),
             ));
         }
-        let default_ttl = self.default_strategy.ttl_or(DEFAULT_TTL);
-        let channel = self
-            .bus
-            .as_ref()
-            .map(|(_, options)| options.channel_for(namespace.name()));
-        let inner = Arc::new(Inner {
-            namespace,
-            memory: self.memory,
-            tiers: self.tiers,
+        let defaults = Defaults {
+            ttl: self.default_strategy.ttl_or(DEFAULT_TTL),
+            ..self.defaults
+        };
+        let counters = Arc::new(LoadCounters::default());
+        let tags = (self.tag_check_interval, self.tag_retention);
+        let engine = Arc::new(Engine::new(Parts {
+            front: Front::new(self.memory, self.l1_max_age),
+            stack: Stack::new(self.tiers, namespace, tags, Arc::clone(&counters)),
+            coherence: Coherence::new(self.bus),
+            defaults,
             envelope: Envelope::new(self.codec, self.schema_version),
-            default_ttl,
-            flights: Flights::default(),
-            clock: InvalidationClock::new(),
-            loads: LoadCounters::default(),
-            bus: self.bus.map(|(bus, options)| BusLink::new(bus, options)),
-            l1_max_age: self.l1_max_age,
-            defaults: self.defaults,
-            background: Background::new(self.background_loads),
-            tags: TagClock::new(self.tag_check_interval, self.tag_retention),
-        });
-        if let (Some(link), Some(channel)) = (&inner.bus, channel) {
-            let receiver = Arc::new(Receiver {
-                inner: Arc::downgrade(&inner),
-            });
-            let scope = BusScope::new(&channel, inner.namespace.prefix());
-            link.bus().start(scope, receiver).await?;
-        }
+            counters,
+            background_loads: self.background_loads,
+        }));
+        engine.start_bus().await?;
         #[cfg(feature = "metrics")]
         if let Some(interval) = self.metrics_every {
-            crate::metrics::publish_every(&inner, interval);
+            engine.publish_metrics_every(interval);
         }
-        Ok(Cache { inner })
+        Ok(Cache::new(engine))
     }
 
     fn check_tiers(&self) -> Result<()> {
-        let levels: Vec<(&str, &TierOptions)> = self
-            .memory
-            .iter()
-            .map(|memory| (memory.name(), memory.options()))
+        let levels: Vec<(&str, &TierOptions)> = memory_level(self.memory.as_ref())
+            .into_iter()
             .chain(
                 self.tiers
                     .iter()
-                    .map(|layer| (layer.name(), &layer.options)),
+                    .map(|level| (level.name(), level.options())),
             )
             .collect();
         if levels.is_empty() {
@@ -349,4 +338,15 @@ impl<C: Codec> CacheBuilder<C> {
         }
         Ok(())
     }
+}
+
+/// L1's name and options, for the configuration checks.
+#[cfg(feature = "moka")]
+fn memory_level(memory: Option<&Memory>) -> Option<(&str, &TierOptions)> {
+    memory.map(|(tier, options)| (tier.name(), options))
+}
+
+#[cfg(not(feature = "moka"))]
+fn memory_level(memory: Option<&Memory>) -> Option<(&str, &TierOptions)> {
+    memory.map(|never| match *never {})
 }

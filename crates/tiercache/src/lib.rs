@@ -86,36 +86,28 @@
 //! plugged in with [`CacheBuilder::codec`].
 #![doc(test(attr(deny(warnings))))]
 
-mod background;
-mod batch;
-mod batch_load;
-mod breaker;
+// The handle and its builder; under them the engine (the only sequencer), and under it the
+// components, each owning one rule: front (L1 and the invalidation stamp), stack (the tiers
+// below L1), load (flights and background loads), coherence (the bus), policy (plain data).
 mod builder;
-mod bus;
 mod cache;
-mod flight;
-mod guard;
-mod layer;
+mod coherence;
+mod common;
+mod engine;
+mod front;
 mod load;
-mod memory;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod observe;
-mod options;
 mod policy;
-mod promotion;
-mod read;
-mod tags;
-mod write;
+mod stack;
 
-pub use background::DEFAULT_BACKGROUND_LOADS;
-pub use breaker::CircuitBreaker;
 pub use builder::CacheBuilder;
-pub use bus::BusOptions;
 pub use cache::Cache;
-pub use options::TierOptions;
-pub use promotion::Promotion;
-pub use tags::{DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
+pub use coherence::BusOptions;
+pub use load::DEFAULT_BACKGROUND_LOADS;
+pub use policy::{Promotion, TierOptions};
+pub use stack::{CircuitBreaker, DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
 #[cfg(all(feature = "bus", feature = "streams"))]
 pub use tiercache_bus::RedisStreamBus;
 #[cfg(feature = "bus")]

@@ -5,14 +5,14 @@
 //! `cache` (the namespace) and, per tier, `tier`. The bus's propagation lag is also recorded as
 //! a histogram, per message, as it is measured. Nothing is recorded on the hit path.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tiercache_core::{CacheStats, Codec, TierStats};
 
-use crate::{Cache, cache::Inner};
+use crate::Cache;
 
 /// Publishes `stats` for the cache named `cache`.
-fn record(stats: &CacheStats, cache: &str) {
+pub(crate) fn record(stats: &CacheStats, cache: &str) {
     let counter = |name: &'static str, value: u64| {
         metrics::counter!(name, "cache" => cache.to_owned()).absolute(value);
     };
@@ -69,22 +69,6 @@ fn record_tier(tier: &TierStats, cache: &str) {
 pub(crate) fn record_propagation_lag(cache: &str, lag: Duration) {
     metrics::histogram!("tiercache_bus_propagation_lag_seconds", "cache" => cache.to_owned())
         .record(lag.as_secs_f64());
-}
-
-/// Publishes the stats every `interval` until the cache is dropped.
-pub(crate) fn publish_every<C: Codec>(inner: &Arc<Inner<C>>, interval: Duration) {
-    let cache = Arc::downgrade(inner);
-    let interval = interval.max(Duration::from_millis(1));
-    inner.background.spawn_service(async move {
-        let mut ticker = tokio::time::interval(interval);
-        loop {
-            ticker.tick().await;
-            let Some(inner) = cache.upgrade() else {
-                return;
-            };
-            record(&inner.stats(), inner.namespace.name());
-        }
-    });
 }
 
 impl<C: Codec> Cache<C> {

@@ -64,6 +64,15 @@ pub(crate) fn found<T>(result: &tiercache_core::Result<Option<T>>) -> Option<boo
     result.as_ref().ok().map(Option::is_some)
 }
 
+/// For a batch: `Some(true)` when every key was found, `Some(false)` otherwise, `None` for an
+/// error.
+pub(crate) fn all_found<T>(result: &tiercache_core::Result<Vec<Option<T>>>) -> Option<bool> {
+    result
+        .as_ref()
+        .ok()
+        .map(|found| found.iter().all(Option::is_some))
+}
+
 /// No hit or miss to record (writes, invalidations, loads that always answer).
 pub(crate) fn no_hit<T>(_: &T) -> Option<bool> {
     None

@@ -1,26 +1,17 @@
-//! The `Cache` handle and its public operations.
+//! The `Cache` handle: each public operation opens its span and makes one call into the engine.
+//! Single-key operations are here, batch ones in `batch.rs`.
 
-use std::{future::Future, sync::Arc, time::Duration};
+mod batch;
+
+use std::{future::Future, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
-use tiercache_core::{
-    Bytes, CacheStats, Codec, Decoded, EntryOptions, Envelope, Error, JsonCodec, LoadCounters,
-    Namespace, Result, validate_key, validate_tags,
-};
+use tiercache_core::{Bytes, CacheStats, Codec, Decoded, EntryOptions, Error, JsonCodec, Result};
 
 use crate::{
     CacheBuilder,
-    background::Background,
-    bus::BusLink,
-    flight::Flights,
-    guard::InvalidationClock,
-    layer::Layer,
-    load::Negatives,
-    memory::{Lookup, MemoryLayer, Slot},
+    engine::{Engine, Negatives},
     observe::{self, call_span},
-    policy::Defaults,
-    tags::TagClock,
-    write::WriteSpec,
 };
 
 /// A multi-tier cache: a typed in-process L1 in front of any number of byte tiers.
@@ -46,51 +37,28 @@ use crate::{
 /// # Ok(()) }
 /// ```
 pub struct Cache<C: Codec = JsonCodec> {
-    pub(crate) inner: Arc<Inner<C>>,
+    engine: Arc<Engine<C>>,
 }
 
 impl<C: Codec> Clone for Cache<C> {
     fn clone(&self) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            engine: Arc::clone(&self.engine),
         }
     }
 }
 
 impl<C: Codec> std::fmt::Debug for Cache<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (memory, tiers, bus) = self.engine.describe();
         f.debug_struct("Cache")
-            .field("namespace", &self.inner.namespace.name())
-            .field("memory", &self.inner.memory.as_ref().map(MemoryLayer::name))
-            .field(
-                "tiers",
-                &self.inner.tiers.iter().map(Layer::name).collect::<Vec<_>>(),
-            )
+            .field("namespace", &self.engine.namespace())
+            .field("memory", &memory)
+            .field("tiers", &tiers)
             .field("codec", &C::NAME)
-            .field(
-                "bus",
-                &self.inner.bus.as_ref().map(|link| link.bus().name()),
-            )
+            .field("bus", &bus)
             .finish()
     }
-}
-
-/// The state every clone of a [`Cache`] shares.
-#[derive(Debug)]
-pub(crate) struct Inner<C> {
-    pub(crate) namespace: Namespace,
-    pub(crate) memory: Option<MemoryLayer>,
-    pub(crate) tiers: Vec<Layer>,
-    pub(crate) envelope: Envelope<C>,
-    pub(crate) default_ttl: Duration,
-    pub(crate) flights: Flights,
-    pub(crate) clock: InvalidationClock,
-    pub(crate) loads: LoadCounters,
-    pub(crate) bus: Option<BusLink>,
-    pub(crate) l1_max_age: Option<Duration>,
-    pub(crate) defaults: Defaults,
-    pub(crate) background: Background,
-    pub(crate) tags: TagClock,
 }
 
 impl Cache<JsonCodec> {
@@ -101,6 +69,10 @@ impl Cache<JsonCodec> {
 }
 
 impl<C: Codec> Cache<C> {
+    pub(crate) fn new(engine: Arc<Engine<C>>) -> Self {
+        Self { engine }
+    }
+
     /// The value under `key`, cloned out of the cache.
     ///
     /// Reads L1, then each lower tier in order; a lower-tier hit is promoted to the tiers above.
@@ -137,12 +109,9 @@ impl<C: Codec> Cache<C> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let inner = &*self.inner;
-        let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
-        match inner.read_through(key, decode).await? {
-            Lookup::Hit(value) => Ok(Some(value)),
-            Lookup::Negative | Lookup::Miss => Ok(None),
-        }
+        let engine = &*self.engine;
+        let decode = |bytes: &Bytes| engine.decode::<T>(bytes);
+        engine.read(key, &decode).await
     }
 
     /// Stores `value` under `key` in every tier, top-down; then, with a bus, tells the other
@@ -185,14 +154,7 @@ impl<C: Codec> Cache<C> {
         T: Serialize + Send + Sync + 'static,
     {
         let options = options.into();
-        let write = async {
-            validate_key(key)?;
-            validate_tags(options.tags_value())?;
-            let inner = &*self.inner;
-            let spec = inner.write_spec(&options);
-            let bytes = inner.encode_for_set(key, value.as_ref(), &spec)?;
-            inner.store_and_publish(key, value, bytes, &spec).await
-        };
+        let write = self.engine.set(key, value, &options);
         observe::traced(call_span!("set", key), write, observe::no_hit).await
     }
 
@@ -274,31 +236,11 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        if let Some(memory) = &self.inner.memory {
-            match memory.lookup::<T>(key).await {
-                Slot::Ready(Lookup::Hit(value)) => {
-                    observe::answered_by(memory.name());
-                    return Ok(value);
-                }
-                Slot::Encoded(encoded) => {
-                    let decode = |bytes: &Bytes| self.inner.envelope.decode::<T>(bytes);
-                    // Boxed: the rare path must not grow the hot path's future.
-                    let typed =
-                        Box::pin(self.inner.type_update(memory, key, &encoded, decode)).await;
-                    if let Lookup::Hit(value) = typed {
-                        return Ok(value);
-                    }
-                }
-                Slot::Ready(Lookup::Negative | Lookup::Miss) => {}
-            }
-        }
         let loader = || async move { loader().await.map(Some) };
-        // Boxed: the miss path must not grow the hit path's future.
-        let loaded = Box::pin(
-            self.inner
-                .compute(key, options, Negatives::LoadOver, loader),
-        )
-        .await?;
+        let loaded = self
+            .engine
+            .compute(key, options, Negatives::LoadOver, loader)
+            .await?;
         // NOTE: with `LoadOver` and a loader that always yields `Some`, `compute` has no path
         // that returns `None`; the error is here so that a future change cannot turn into a panic.
         loaded.ok_or_else(|| Error::loader(key, "the load produced no value"))
@@ -327,14 +269,10 @@ impl<C: Codec> Cache<C> {
     {
         let options = options.into();
         let call = async {
-            let inner = &self.inner;
-            let decode = |bytes: &Bytes| inner.envelope.decode::<T>(bytes);
-            match inner.lookup_memory::<T, _>(key, decode).await {
-                Lookup::Hit(value) => return Ok(Some(T::clone(&value))),
-                Lookup::Negative => return Ok(None),
-                Lookup::Miss => {}
-            }
-            let loaded = Box::pin(inner.compute(key, options, Negatives::Answer, loader)).await?;
+            let loaded = self
+                .engine
+                .compute(key, options, Negatives::Answer, loader)
+                .await?;
             Ok(loaded.map(Arc::unwrap_or_clone))
         };
         observe::traced(call_span!("get_or_compute", key), call, observe::found).await
@@ -349,10 +287,7 @@ impl<C: Codec> Cache<C> {
     /// [`Error::InvalidKey`]; otherwise the first tier failure, after all tiers were tried, or
     /// the bus's error.
     pub async fn invalidate(&self, key: &str) -> Result<()> {
-        let call = async {
-            validate_key(key)?;
-            self.inner.remove_everywhere(key).await
-        };
+        let call = self.engine.invalidate(key);
         observe::traced(call_span!("invalidate", key), call, observe::no_hit).await
     }
 
@@ -385,7 +320,7 @@ impl<C: Codec> Cache<C> {
     /// [`Error::InvalidTag`]; otherwise the first tier failure, after all tiers were tried, or
     /// the bus's error.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
-        let call = self.inner.invalidate_tag_everywhere(tag);
+        let call = self.engine.invalidate_tag(tag);
         observe::traced(call_span!("invalidate_tag", tag), call, observe::no_hit).await
     }
 
@@ -398,10 +333,7 @@ impl<C: Codec> Cache<C> {
     /// the key rules; otherwise the first tier failure, after all tiers were tried, or the bus's
     /// error.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<()> {
-        let call = async {
-            validate_key(prefix)?;
-            self.inner.remove_prefix_everywhere(prefix).await
-        };
+        let call = self.engine.invalidate_prefix(prefix);
         observe::traced(
             call_span!("invalidate_prefix", prefix),
             call,
@@ -418,8 +350,13 @@ impl<C: Codec> Cache<C> {
     ///
     /// The first tier failure, after all tiers were tried, or the bus's error.
     pub async fn clear(&self) -> Result<()> {
-        let call = self.inner.clear_everywhere();
+        let call = self.engine.clear();
         observe::traced(call_span!("clear", ""), call, observe::no_hit).await
+    }
+
+    /// The engine behind the handle, for the handle's other files.
+    pub(crate) fn engine(&self) -> &Arc<Engine<C>> {
+        &self.engine
     }
 
     /// The raw bytes under `key`, for untyped use. Bytes are stored as given, without the codec
@@ -431,10 +368,8 @@ impl<C: Codec> Cache<C> {
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
         let call = async {
             let raw = |bytes: &Bytes| Ok(Decoded::Value(bytes.clone()));
-            match self.inner.read_through(key, raw).await? {
-                Lookup::Hit(value) => Ok(Some(Bytes::clone(&value))),
-                Lookup::Negative | Lookup::Miss => Ok(None),
-            }
+            let found = self.engine.read(key, &raw).await?;
+            Ok(found.map(|value| Bytes::clone(&value)))
         };
         observe::traced(call_span!("get_bytes", key), call, observe::found).await
     }
@@ -451,63 +386,32 @@ impl<C: Codec> Cache<C> {
         value: impl Into<Bytes>,
         options: impl Into<EntryOptions>,
     ) -> Result<()> {
-        let value: Bytes = value.into();
         let options = options.into();
-        let call = async {
-            validate_key(key)?;
-            let inner = &*self.inner;
-            let spec = WriteSpec {
-                tags: None,
-                policy: inner.defaults.resolve(&options).without_keeping(),
-                ..inner.write_spec(&options)
-            };
-            let bytes = Some(value.clone());
-            inner
-                .store_and_publish(key, Arc::new(value), bytes, &spec)
-                .await
-        };
+        let call = self.engine.set_bytes(key, value.into(), &options);
         observe::traced(call_span!("set_bytes", key), call, observe::no_hit).await
     }
 
     /// Counters of every tier, top-down, of the loader, and of the bus (connected, messages,
     /// gaps, L1 flushes, time since the last message).
     pub fn stats(&self) -> CacheStats {
-        self.inner.stats()
+        self.engine.stats()
     }
 
     /// The namespace (empty for none).
     pub fn namespace(&self) -> &str {
-        self.inner.namespace.name()
+        self.engine.namespace()
     }
 
     /// Loads in flight right now (one per key being loaded), the background ones included.
     /// Zero whenever no call is running and nothing runs in the background: a load that ends in
     /// any way — value, error, panic, timeout or cancellation — leaves nothing behind.
     pub fn loads_in_flight(&self) -> usize {
-        self.inner.flights.len()
+        self.engine.loads_in_flight()
     }
 
     /// Loads running in the background right now (eager refreshes, and loads that passed
     /// their soft timeout). They are aborted when the last clone of the cache is dropped.
     pub fn background_loads(&self) -> usize {
-        self.inner.background.running()
-    }
-}
-
-impl<C: Codec> Inner<C> {
-    /// See [`Cache::stats`].
-    pub(crate) fn stats(&self) -> CacheStats {
-        CacheStats::new(
-            self.memory.as_ref().map(MemoryLayer::stats),
-            self.tiers.iter().map(Layer::stats).collect(),
-            &self.loads,
-        )
-        .with_bus(self.bus.as_ref().map(BusLink::stats))
-    }
-
-    /// The spec of a `set` with `options`: its TTL, tags and resolved policy.
-    pub(crate) fn write_spec(&self, options: &EntryOptions) -> WriteSpec {
-        let policy = self.defaults.resolve(options);
-        WriteSpec::new(options, policy, self.default_ttl, Duration::ZERO)
+        self.engine.background_loads()
     }
 }

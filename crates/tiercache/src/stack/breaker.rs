@@ -1,14 +1,19 @@
-//! The circuit breaker of one tier: after repeated failures the tier is skipped for a cool-down,
-//! so requests stop paying a timeout each; then one probe call decides whether it is back.
+//! The circuit breaker of one tier, as a tier around the tier: after repeated failures the tier
+//! is skipped for a cool-down, so requests stop paying a timeout each; then one probe call
+//! decides whether it is back.
 //!
 //! Lock-free: the state is three atomics read on every call.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use tiercache_core::CircuitState;
+use tiercache_core::{CircuitState, Entry, Error, Result, Tier, TierCounters, async_trait};
 
 /// When a tier's circuit breaker opens and for how long.
 ///
@@ -43,7 +48,87 @@ impl CircuitBreaker {
     }
 }
 
-/// The live breaker of one tier.
+/// A tier behind a circuit breaker: while the breaker is open, every call is skipped (counted)
+/// and answers [`Error::Unavailable`]; failures that say the tier is unwell open it.
+#[derive(Debug)]
+pub(crate) struct WithBreaker<T> {
+    inner: T,
+    breaker: Arc<Breaker>,
+    counters: Arc<TierCounters>,
+}
+
+impl<T: Tier> WithBreaker<T> {
+    /// `inner` behind `breaker`, counting skipped calls in `counters`.
+    pub(crate) fn new(inner: T, breaker: Arc<Breaker>, counters: Arc<TierCounters>) -> Self {
+        Self {
+            inner,
+            breaker,
+            counters,
+        }
+    }
+
+    async fn call<R>(&self, key: &str, call: impl Future<Output = Result<R>>) -> Result<R> {
+        let Some(permit) = self.breaker.acquire() else {
+            self.counters.skip();
+            return Err(Error::Unavailable {
+                tier: self.inner.name().to_owned(),
+                key: Some(key.to_owned()),
+            });
+        };
+        let result = call.await;
+        match &result {
+            // Only failures that say the tier is unwell count towards opening the breaker.
+            Err(err) if err.is_retryable() => permit.failed(),
+            Ok(_) | Err(_) => permit.succeeded(),
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl<T: Tier> Tier for WithBreaker<T> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.call(key, self.inner.get(key)).await
+    }
+    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+        self.call(key, self.inner.set(key, entry)).await
+    }
+    async fn remove(&self, key: &str) -> Result<()> {
+        self.call(key, self.inner.remove(key)).await
+    }
+    async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+        self.call(prefix, self.inner.remove_prefix(prefix)).await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.call("", self.inner.clear()).await
+    }
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let first = keys.first().copied().unwrap_or_default();
+        self.call(first, self.inner.get_many(keys)).await
+    }
+    async fn set_many(&self, entries: Vec<(String, Entry)>) -> Result<()> {
+        let first = entries
+            .first()
+            .map(|(key, _)| key.clone())
+            .unwrap_or_default();
+        self.call(&first, self.inner.set_many(entries)).await
+    }
+    async fn remove_many(&self, keys: &[&str]) -> Result<()> {
+        let first = keys.first().copied().unwrap_or_default();
+        self.call(first, self.inner.remove_many(keys)).await
+    }
+}
+
+/// The live state of one tier's breaker.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     config: Option<CircuitBreaker>,

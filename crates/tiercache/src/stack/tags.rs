@@ -7,7 +7,8 @@
 //! - `invalidate_tag(tag)` writes a marker `<namespace>:\x01tag:<tag>` holding the time (one
 //!   small key per tag, in every tier below L1), removes the tagged entries from this L1 (moka
 //!   predicate removal, effective for reads at once), and publishes the tag and time on the
-//!   bus, where every other instance does the same to its L1.
+//!   bus, where every other instance does the same to its L1 and writes the marker into its
+//!   in-process tiers below L1 (which the sender cannot reach).
 //! - A tagged value read from a lower tier is a miss when one of its tags was invalidated at or
 //!   after its write time. The time of each tag is remembered per instance for the check
 //!   interval (or until a bus message or gap changes it); after that it is read again from the
@@ -23,9 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use tiercache_core::{Bytes, Codec, Entry, Invalidation, Result, StoredMeta, validate_tag};
-
-use crate::{cache::Inner, layer::Layer};
+use tiercache_core::{Bytes, StoredMeta};
 
 /// What every tag marker key starts with (after the namespace). The control character keeps
 /// markers apart from user keys, which may not contain one.
@@ -41,7 +40,7 @@ pub const DEFAULT_TAG_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) struct TagClock {
     known: scc::HashMap<String, Known>,
     check_interval: Duration,
-    retention: Duration,
+    pub(super) retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +93,7 @@ impl TagClock {
     }
 
     /// The invalidation time of `tag`, when known recently enough to trust.
-    fn trusted(&self, tag: &str) -> Option<u64> {
+    pub(super) fn trusted(&self, tag: &str) -> Option<u64> {
         self.known
             .read_sync(tag, |_, known| *known)
             .filter(|known| known.learned.elapsed() < self.check_interval)
@@ -103,6 +102,7 @@ impl TagClock {
 }
 
 /// The marker key of `tag`, before the namespace.
+#[must_use]
 pub(crate) fn marker_key(tag: &str) -> String {
     format!("{MARKER_PREFIX}{tag}")
 }
@@ -110,94 +110,11 @@ pub(crate) fn marker_key(tag: &str) -> String {
 /// Reads a marker's value: the invalidation time as decimal text. Anything else reads as
 /// "invalidated at the end of time", so a corrupt marker hides the tag's entries rather than
 /// serving them.
-fn marker_time(bytes: &Bytes) -> u64 {
+pub(super) fn marker_time(bytes: &Bytes) -> u64 {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(u64::MAX)
-}
-
-impl<C: Codec> Inner<C> {
-    /// Whether a value with `meta`, read from `layer`, was written at or before the last
-    /// invalidation of one of its tags. When a tag's time cannot be read, the answer is yes: a
-    /// miss is the safe reading.
-    pub(crate) async fn tag_invalidated(&self, layer: &Layer, meta: &StoredMeta) -> bool {
-        if self.tags.known_invalidated(meta) {
-            return true;
-        }
-        let unknown: Vec<&String> = meta
-            .tags
-            .iter()
-            .filter(|tag| self.tags.trusted(tag).is_none())
-            .collect();
-        if unknown.is_empty() {
-            return false;
-        }
-        let keys: Vec<String> = unknown
-            .iter()
-            .map(|tag| self.namespace.apply(&marker_key(tag)))
-            .collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let first = keys.first().copied().unwrap_or_default();
-        let Ok(markers) = layer
-            .call("get tag markers", first, layer.tier.get_many(&keys))
-            .await
-        else {
-            return true;
-        };
-        let mut invalidated = false;
-        for (tag, marker) in unknown.iter().zip(markers) {
-            let at = marker.map_or(0, |entry| marker_time(&entry.value));
-            self.tags.record(tag, at);
-            invalidated |= meta.written_at_ms <= at;
-        }
-        invalidated
-    }
-
-    /// Drops every entry tagged `tag`: from this L1 at once, from the tiers below by marker,
-    /// from every other instance's L1 by bus message.
-    pub(crate) async fn invalidate_tag_everywhere(&self, tag: &str) -> Result<()> {
-        validate_tag(tag)?;
-        let at = tiercache_core::unix_millis();
-        // A load in flight must not put a tagged value it read before this back into L1.
-        self.clock.invalidate_everything();
-        self.tags.record(tag, at);
-        let in_memory = match &self.memory {
-            Some(memory) => memory.remove_tagged(tag),
-            None => Ok(()),
-        };
-        let marker = self.namespace.apply(&marker_key(tag));
-        let retention = self.tags.retention;
-        let below = self
-            .on_every_tier("invalidate_tag", tag, async |layer| {
-                let entry = Entry::new(Bytes::from(at.to_string()), retention);
-                layer.tier.set(&marker, entry).await
-            })
-            .await;
-        let published = self
-            .publish(|| Invalidation::Tag {
-                tag: tag.to_owned(),
-                invalidated_at_ms: at,
-            })
-            .await;
-        in_memory.and(below).and(published)
-    }
-
-    /// Applies a tag invalidation another instance made (or, through server-assisted tracking,
-    /// a change of a tag's marker, `at_ms` unknown: the marker is read again on the next check).
-    pub(crate) fn invalidate_tag_in_memory(&self, tag: &str, at_ms: Option<u64>) {
-        self.clock.invalidate_everything();
-        match at_ms {
-            Some(at) => self.tags.record(tag, at),
-            None => self.tags.forget(tag),
-        }
-        if let Some(memory) = &self.memory
-            && let Err(err) = memory.remove_tagged(tag)
-        {
-            tracing::warn!(%err, tag, "tag removal failed; emptying L1");
-            memory.clear();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The stale-insert guard: an invalidation that arrives while a value is being read or loaded
+//! The invalidation clock: an invalidation that arrives while a value is being read or loaded
 //! wins over that value.
 //!
 //! A fill (a promotion from a lower tier or a loader's result) takes a [`Stamp`] before it starts
@@ -21,14 +21,15 @@ const SHARDS: usize = 1024;
 
 /// Counts invalidations, per key shard and for the whole cache.
 #[derive(Debug)]
-pub(crate) struct InvalidationClock {
+pub(super) struct InvalidationClock {
     everything: AtomicU64,
     shards: Box<[AtomicU64]>,
     hasher: RandomState,
 }
 
-/// What the clock read before a fill started.
-#[derive(Debug, Clone, Copy)]
+/// What the clock read before a fill started. Only the clock makes one, so an L1 insert that
+/// needs a stamp cannot be written without reading the clock first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     everything: u64,
     shard: usize,
@@ -36,7 +37,7 @@ pub(crate) struct Stamp {
 }
 
 impl InvalidationClock {
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             everything: AtomicU64::new(0),
             shards: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
@@ -55,7 +56,7 @@ impl InvalidationClock {
     }
 
     /// Reads the clock for `key` before a fill reads or loads it.
-    pub(crate) fn stamp(&self, key: &str) -> Stamp {
+    pub(super) fn stamp(&self, key: &str) -> Stamp {
         let shard = self.shard_of(key);
         Stamp {
             everything: self.everything.load(Ordering::SeqCst),
@@ -65,17 +66,17 @@ impl InvalidationClock {
     }
 
     /// Records that `key` changed. Call before removing or overwriting its entries.
-    pub(crate) fn invalidate_key(&self, key: &str) {
+    pub(super) fn invalidate_key(&self, key: &str) {
         self.shards[self.shard_of(key)].fetch_add(1, Ordering::SeqCst);
     }
 
     /// Records that any key may have changed (prefix invalidation, clear, a bus gap).
-    pub(crate) fn invalidate_everything(&self) {
+    pub(super) fn invalidate_everything(&self) {
         self.everything.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Whether nothing that concerns the stamped key was invalidated since the stamp.
-    pub(crate) fn unchanged_since(&self, stamp: Stamp) -> bool {
+    pub(super) fn unchanged_since(&self, stamp: Stamp) -> bool {
         self.everything.load(Ordering::SeqCst) == stamp.everything
             && self.shards[stamp.shard].load(Ordering::SeqCst) == stamp.key
     }

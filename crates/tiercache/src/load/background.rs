@@ -19,19 +19,19 @@ pub const DEFAULT_BACKGROUND_LOADS: usize = 64;
 
 /// The cache's background loads.
 #[derive(Debug)]
-pub(crate) struct Background {
+pub(crate) struct BackgroundLoads {
     tasks: Mutex<JoinSet<()>>,
     slots: Arc<Semaphore>,
     limit: usize,
 }
 
 /// Room for one background load, taken before the work is handed over.
-pub(crate) struct Slot {
+pub(crate) struct BackgroundPermit {
     /// Held, not read: dropping it frees the room.
     _permit: OwnedSemaphorePermit,
 }
 
-impl Background {
+impl BackgroundLoads {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             tasks: Mutex::new(JoinSet::new()),
@@ -42,22 +42,26 @@ impl Background {
 
     /// Room for one more background load, or `None` when the limit is reached or there is no
     /// Tokio runtime to run it on.
-    pub(crate) fn reserve(&self) -> Option<Slot> {
+    pub(crate) fn reserve(&self) -> Option<BackgroundPermit> {
         tokio::runtime::Handle::try_current().ok()?;
         Arc::clone(&self.slots)
             .try_acquire_owned()
             .ok()
-            .map(|permit| Slot { _permit: permit })
+            .map(|permit| BackgroundPermit { _permit: permit })
     }
 
-    /// Runs `work` in the background, holding `slot` until it ends.
-    pub(crate) fn spawn(&self, slot: Slot, work: impl Future<Output = ()> + Send + 'static) {
+    /// Runs `work` in the background, holding `permit` until it ends.
+    pub(crate) fn spawn(
+        &self,
+        permit: BackgroundPermit,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         // Reap finished tasks, so the set holds only running ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             work.await;
-            drop(slot);
+            drop(permit);
         });
     }
 

@@ -1,0 +1,188 @@
+//! Coherence: this instance's end of the invalidation bus.
+//!
+//! - Publishing: `set`, `invalidate`, `invalidate_prefix`, `invalidate_tag` and `clear` publish
+//!   only after the tiers below L1 were written and L1 was invalidated again: [`Coherence::publish`]
+//!   takes the [`Settled`] that only [`Front::settle`](crate::front::Front::settle) gives, and
+//!   that only a finished write of the stack ([`Written`](crate::stack::Written)) buys. So an
+//!   instance that drops its L1 copy and reads again finds the new value. A fill after a miss
+//!   publishes nothing: nothing changed, and publishing fills is how caches cause invalidation
+//!   storms.
+//! - Receiving: [`Coherence::admit`] says what a bus event means for this instance (its own
+//!   messages come back on Pub/Sub and are ignored; a message whose sender lost one is a gap
+//!   too). The engine applies it to L1 and to the in-process tiers below it, then reports it
+//!   applied, so a reader of the stats that sees the count sees the effect.
+//! - A publish that fails marks this instance's next message, so the others treat it as a gap.
+
+mod options;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+pub use options::BusOptions;
+use tiercache_core::{
+    Bus, BusCounters, BusEvent, BusMessage, BusStats, GapReason, InstanceId, Invalidation, Result,
+    unix_millis,
+};
+
+use crate::front::Settled;
+
+/// What a bus event means for this instance.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// Messages may have been lost: any L1 entry may be stale.
+    Gap(GapReason),
+    /// Another instance changed something.
+    Change {
+        invalidation: Invalidation,
+        /// The sender failed to publish an earlier message: a gap first.
+        sender_lost: bool,
+        sent_at_ms: u64,
+    },
+}
+
+/// This instance's link to the bus, when it has one.
+#[derive(Debug)]
+pub(crate) struct Coherence {
+    link: Option<Link>,
+}
+
+#[derive(Debug)]
+struct Link {
+    bus: Arc<dyn Bus>,
+    origin: InstanceId,
+    sequence: AtomicU64,
+    /// A publish failed since the last one that worked: the next message says so.
+    lost: AtomicBool,
+    counters: BusCounters,
+    options: BusOptions,
+}
+
+impl Coherence {
+    /// Coherence over `bus` with `options`; without a bus, publishing does nothing.
+    pub(crate) fn new(bus: Option<(Arc<dyn Bus>, BusOptions)>) -> Self {
+        Self {
+            link: bus.map(|(bus, options)| Link {
+                bus,
+                origin: InstanceId::random(),
+                sequence: AtomicU64::new(0),
+                lost: AtomicBool::new(false),
+                counters: BusCounters::default(),
+                options,
+            }),
+        }
+    }
+
+    /// The bus, when there is one.
+    pub(crate) fn bus(&self) -> Option<&Arc<dyn Bus>> {
+        self.link.as_ref().map(|link| &link.bus)
+    }
+
+    /// The largest value sent along with a `set`, if values are sent at all.
+    pub(crate) fn updates_up_to(&self) -> Option<usize> {
+        self.link
+            .as_ref()
+            .and_then(|link| link.options.updates_up_to_value())
+    }
+
+    /// The channel for a cache in `namespace`, when there is a bus.
+    pub(crate) fn channel(&self, namespace: &str) -> Option<String> {
+        self.link
+            .as_ref()
+            .map(|link| link.options.channel_for(namespace))
+    }
+
+    /// Tells the other instances what changed, once the write is settled here; returns the
+    /// write's own outcome, or else the bus's error.
+    ///
+    /// # Errors
+    ///
+    /// The write's first tier failure; otherwise the transport's error (the next message then
+    /// tells receivers they missed one).
+    pub(crate) async fn publish(
+        &self,
+        settled: Settled,
+        invalidation: impl FnOnce() -> Invalidation,
+    ) -> Result<()> {
+        let written = settled.into_result();
+        let Some(link) = &self.link else {
+            return written;
+        };
+        let message = BusMessage {
+            origin: link.origin,
+            sequence: link.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+            sender_lost_messages: link.lost.swap(false, Ordering::SeqCst),
+            sent_at_ms: unix_millis(),
+            invalidation: invalidation(),
+        };
+        let published = match link.bus.publish(&message).await {
+            Ok(()) => {
+                link.counters.published();
+                Ok(())
+            }
+            Err(err) => {
+                link.lost.store(true, Ordering::SeqCst);
+                link.counters.publish_error();
+                tracing::warn!(bus = link.bus.name(), sequence = message.sequence, %err, "bus publish failed; other instances may serve a stale L1 copy until the next message");
+                Err(err)
+            }
+        };
+        written.and(published)
+    }
+
+    /// What `event` means for this instance; `None` when it means nothing (its own message, or
+    /// an event this version does not know).
+    pub(crate) fn admit(&self, event: BusEvent) -> Option<Received> {
+        let link = self.link.as_ref()?;
+        let message = match event {
+            BusEvent::Message(message) => message,
+            BusEvent::Gap { reason } => return Some(Received::Gap(reason)),
+            other => {
+                tracing::debug!(?other, "bus event this version does not know; ignored");
+                return None;
+            }
+        };
+        if message.origin == link.origin {
+            link.counters.ignored_own();
+            return None;
+        }
+        tracing::trace!(origin = %message.origin, sequence = message.sequence, "bus message");
+        Some(Received::Change {
+            invalidation: message.invalidation,
+            sender_lost: message.sender_lost_messages,
+            sent_at_ms: message.sent_at_ms,
+        })
+    }
+
+    /// Counts a change applied, and its propagation lag (when the sender said when it sent it).
+    pub(crate) fn applied(&self, sent_at_ms: u64) -> Option<Duration> {
+        let link = self.link.as_ref()?;
+        link.counters.received();
+        if sent_at_ms == 0 {
+            return None;
+        }
+        let lag = Duration::from_millis(unix_millis().saturating_sub(sent_at_ms));
+        link.counters.propagation_lag(lag);
+        Some(lag)
+    }
+
+    /// Counts a gap, and whether it emptied an L1.
+    pub(crate) fn count_gap(&self, emptied_l1: bool) {
+        if let Some(link) = &self.link {
+            link.counters.gap();
+            if emptied_l1 {
+                link.counters.l1_flush();
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Option<BusStats> {
+        self.link
+            .as_ref()
+            .map(|link| link.counters.snapshot(link.bus.name(), link.bus.health()))
+    }
+}

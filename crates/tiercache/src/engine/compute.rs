@@ -1,0 +1,629 @@
+//! get-or-compute for one key: L1; a kept copy still fresh answers and refreshes in the
+//! background; otherwise one flight per key reads the stack and runs the loader under its
+//! timeouts, falls back to a stale copy when it fails, and fills every tier under the stamp the
+//! flight took before it read anything.
+
+use std::{any::Any, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Instant};
+
+use futures_util::FutureExt;
+use serde::{Serialize, de::DeserializeOwned};
+use tiercache_core::{Bytes, Codec, EntryOptions, Error, Result, validate_key};
+
+use super::{Engine, Fallback};
+use crate::{
+    common::Lookup,
+    front::{Behind, FrontRead, Stamp},
+    load::{BackgroundPermit, Deadlines, Join, Leader, Outcome, Timed, Waiter, run_timed},
+    observe,
+    policy::{Life, Placement, Policy, WriteSpec},
+};
+
+/// Whether a cached "not found" answers the call (the optional form) or is loaded over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Negatives {
+    Answer,
+    LoadOver,
+}
+
+/// A loader's error, erased.
+pub(super) type LoaderError = Box<dyn std::error::Error + Send + Sync>;
+/// What a loader's future ends with: its answer, or the panic it unwound with.
+type Loaded<T> = std::thread::Result<std::result::Result<Option<T>, LoaderError>>;
+/// A running load, boxed so it can move into a background task.
+type LoadFuture<T> = Pin<Box<dyn Future<Output = Loaded<T>> + Send>>;
+
+/// One get-or-compute call's settings, and the stale copy it can fall back to.
+struct Job<T> {
+    options: EntryOptions,
+    policy: Policy,
+    negatives: Negatives,
+    fallback: Option<Fallback<T>>,
+}
+
+/// One flight's load: what its outcome is settled with.
+struct Flight<T> {
+    leader: Option<Leader<Stamp>>,
+    key: String,
+    job: Job<T>,
+    /// Taken before anything was read for the flight; every fill of it is guarded by it.
+    stamp: Stamp,
+    started: Instant,
+}
+
+/// Where a load's outcome is settled: in the caller (a panic goes on in the caller) or in a
+/// background task (a panic is logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Caller,
+    Background,
+}
+
+/// What a waiter got from the leader.
+enum Waited<T> {
+    Value(Arc<T>),
+    NotFound,
+    /// A value of another type.
+    Other,
+}
+
+fn finish(leader: Option<Leader<Stamp>>, outcome: Outcome) {
+    if let Some(leader) = leader {
+        leader.finish(outcome);
+    }
+}
+
+pub(super) fn erased<T: Send + Sync + 'static>(
+    value: Option<Arc<T>>,
+) -> Option<Arc<dyn Any + Send + Sync>> {
+    value.map(|value| value as Arc<dyn Any + Send + Sync>)
+}
+
+/// The error of a load that passed its hard timeout.
+pub(super) fn timeout_error(key: &str) -> Error {
+    Error::Timeout {
+        what: "loader".to_owned(),
+        key: Some(key.to_owned()),
+    }
+}
+
+/// Starts the loader inside a boxed future that catches its panic.
+fn start<T, F, Fut, E>(loader: F) -> LoadFuture<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+    E: Into<LoaderError> + 'static,
+{
+    Box::pin(AssertUnwindSafe(async move { loader().await.map_err(Into::into) }).catch_unwind())
+}
+
+impl<C: Codec> Engine<C> {
+    /// get-or-compute: L1, then (boxed, off the hit path) everything else.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get_or_compute`](crate::Cache::get_or_compute).
+    pub(crate) async fn compute<T, F, Fut, E>(
+        self: &Arc<Self>,
+        key: &str,
+        options: EntryOptions,
+        negatives: Negatives,
+        loader: F,
+    ) -> Result<Option<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<LoaderError> + 'static,
+    {
+        let past_deadline = match self.front.lookup::<T>(key).await {
+            FrontRead::Hit(value) => return Ok(Some(value)),
+            FrontRead::Negative if negatives == Negatives::Answer => {
+                self.answer_negative();
+                return Ok(None);
+            }
+            FrontRead::Negative => {
+                self.front.count_negative(false);
+                false
+            }
+            FrontRead::Encoded(encoded) => {
+                let decode = |bytes: &Bytes| self.envelope.decode::<T>(bytes);
+                // Boxed: the rare path must not grow the hot path's future.
+                match Box::pin(self.type_update(key, &encoded, &decode)).await {
+                    Lookup::Hit(value) => return Ok(Some(value)),
+                    Lookup::Negative if negatives == Negatives::Answer => {
+                        self.counters.negative_hit();
+                        return Ok(None);
+                    }
+                    Lookup::Negative | Lookup::Miss => false,
+                }
+            }
+            FrontRead::PastDeadline => true,
+            FrontRead::Miss => false,
+        };
+        // Boxed: the miss path must not grow the hit path's future.
+        Box::pin(self.compute_after_front(key, options, negatives, past_deadline, loader)).await
+    }
+
+    /// After an L1 miss: a kept copy that is still fresh answers and starts a background
+    /// refresh. Otherwise at most one caller per key (since the key's last invalidation) reads
+    /// the stack and runs the loader; the others wait for its outcome.
+    async fn compute_after_front<T, F, Fut, E>(
+        self: &Arc<Self>,
+        key: &str,
+        options: EntryOptions,
+        negatives: Negatives,
+        past_deadline: bool,
+        loader: F,
+    ) -> Result<Option<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<LoaderError> + 'static,
+    {
+        validate_key(key)?;
+        let policy = self.defaults.resolve(&options);
+        let mut fallback = None;
+        if past_deadline {
+            match self.front.behind::<T>(key).await {
+                Behind::Fresh(value) => {
+                    self.refresh_in_background(key, options, policy, negatives, loader)
+                        .await;
+                    return Ok(Some(value));
+                }
+                Behind::Stale(copy, stamp) if policy.fail_safe.is_some() => {
+                    fallback = Some(Fallback { copy, stamp });
+                }
+                Behind::Stale(..) | Behind::Nothing => {}
+            }
+        }
+        let job = Job {
+            options,
+            policy,
+            negatives,
+            fallback,
+        };
+        let mut counted = false;
+        loop {
+            let stamp = self.front.stamp(key);
+            let joined = self
+                .flights
+                .join(key, stamp, |flight| self.front.is_current(*flight))
+                .await;
+            let waiter = match joined {
+                Join::Lead(leader) => {
+                    let flight = Flight {
+                        leader: Some(leader),
+                        key: key.to_owned(),
+                        job,
+                        stamp,
+                        started: Instant::now(),
+                    };
+                    return self.lead(flight, loader).await;
+                }
+                Join::Wait(waiter) => waiter,
+            };
+            if !counted {
+                self.counters.coalesced();
+                counted = true;
+            }
+            let outcome = match self.wait(key, waiter, &job).await {
+                // The leader was cancelled or unwound without an outcome: join again.
+                None => continue,
+                Some(Err(err)) => return Err(err),
+                Some(Ok(outcome)) => outcome,
+            };
+            match outcome {
+                Waited::Value(value) => return Ok(Some(value)),
+                Waited::NotFound if negatives == Negatives::Answer => return Ok(None),
+                // The leader loaded another type under this key, or a "not found" this caller
+                // does not accept: load for this caller alone.
+                Waited::Other | Waited::NotFound => {
+                    let flight = Flight {
+                        leader: None,
+                        key: key.to_owned(),
+                        job,
+                        stamp: self.front.stamp(key),
+                        started: Instant::now(),
+                    };
+                    return self.lead(flight, loader).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for another caller's load under the job's timeouts. `None`: the leader went away
+    /// without an outcome (join again).
+    async fn wait<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        waiter: Waiter,
+        job: &Job<T>,
+    ) -> Option<Result<Waited<T>>> {
+        let soft = job.policy.soft_timeout.filter(|_| job.fallback.is_some());
+        let deadlines = Deadlines::after(soft, job.policy.hard_timeout);
+        let outcome = match run_timed(Box::pin(waiter.outcome()), deadlines).await {
+            Timed::Done(outcome) => outcome?,
+            Timed::Soft(_) => {
+                self.counters.soft_timeout();
+                return job
+                    .fallback
+                    .as_ref()
+                    .map(|fallback| Ok(Waited::Value(self.answer_stale(key, fallback))));
+            }
+            Timed::Hard => {
+                self.counters.hard_timeout();
+                return Some(match &job.fallback {
+                    Some(fallback) => Ok(Waited::Value(self.answer_stale(key, fallback))),
+                    None => Err(timeout_error(key)),
+                });
+            }
+        };
+        Some(match outcome {
+            Err(err) => match &job.fallback {
+                Some(fallback) => Ok(Waited::Value(self.answer_stale(key, fallback))),
+                None => Err(err),
+            },
+            Ok(None) => Ok(Waited::NotFound),
+            Ok(Some(value)) => Ok(value.downcast::<T>().map_or(Waited::Other, Waited::Value)),
+        })
+    }
+
+    /// A stale fallback as the answer of a caller whose wait for a load failed or timed out
+    /// (counted); the load's leader is the one that puts it back in L1.
+    pub(super) fn answer_stale<T>(&self, key: &str, fallback: &Fallback<T>) -> Arc<T> {
+        self.counters.stale_served();
+        tracing::warn!(
+            key,
+            "answering with a stale value: the load failed or timed out"
+        );
+        Arc::clone(&fallback.copy.value)
+    }
+
+    /// Leads one load: a second look (L1 when there is no stack, the stack otherwise), then
+    /// the loader under its timeouts; fills the tiers and hands the outcome to the waiters.
+    async fn lead<T, F, Fut, E>(
+        self: &Arc<Self>,
+        flight: Flight<T>,
+        loader: F,
+    ) -> Result<Option<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<LoaderError> + 'static,
+    {
+        let Flight {
+            leader,
+            key,
+            job,
+            stamp,
+            started,
+        } = flight;
+        let decode = |bytes: &Bytes| self.envelope.decode::<T>(bytes);
+        let (cached, stale) = if self.stack.is_empty() {
+            // A previous flight may have filled L1 between this caller's miss and its join.
+            let found = match self.front.peek::<T>(&key).await {
+                FrontRead::Hit(value) => Lookup::Hit(value),
+                FrontRead::Negative => Lookup::Negative,
+                FrontRead::Encoded(encoded) => self.type_update(&key, &encoded, &decode).await,
+                FrontRead::Miss | FrontRead::PastDeadline => Lookup::Miss,
+            };
+            (found, None)
+        } else {
+            self.read_below(&key, stamp, &decode, job.policy.eager_refresh)
+                .await
+        };
+        match cached {
+            Lookup::Hit(value) => {
+                finish(leader, Ok(erased(Some(Arc::clone(&value)))));
+                return Ok(Some(value));
+            }
+            Lookup::Negative if job.negatives == Negatives::Answer => {
+                self.counters.negative_hit();
+                finish(leader, Ok(None));
+                return Ok(None);
+            }
+            Lookup::Negative | Lookup::Miss => {}
+        }
+        let job = Job {
+            fallback: job
+                .fallback
+                .or(stale.filter(|_| job.policy.fail_safe.is_some())),
+            ..job
+        };
+
+        self.counters.load();
+        observe::answered_by("loader");
+        let soft = job.policy.soft_timeout.filter(|_| job.fallback.is_some());
+        let deadlines = Deadlines::after(soft, job.policy.hard_timeout);
+        let flight = Flight {
+            leader,
+            key,
+            job,
+            stamp,
+            started,
+        };
+        let result = match run_timed(start(loader), deadlines).await {
+            Timed::Done(result) => result,
+            Timed::Soft(running) => {
+                self.counters.soft_timeout();
+                let Some(permit) = self.background.reserve() else {
+                    // No room in the background: this caller keeps waiting, up to the hard
+                    // timeout.
+                    self.counters.background_refused();
+                    return match run_timed(running, deadlines.hard_only()).await {
+                        Timed::Done(result) => self.conclude(flight, result, Place::Caller).await,
+                        Timed::Soft(_) | Timed::Hard => self.give_up(flight).await,
+                    };
+                };
+                let answer = flight
+                    .job
+                    .fallback
+                    .as_ref()
+                    .map(|fallback| Arc::clone(&fallback.copy.value));
+                self.counters.stale_served();
+                tracing::info!(
+                    key = flight.key,
+                    "load passed its soft timeout: answering with the stale value, the load goes on in the background"
+                );
+                let flight = Flight {
+                    job: Job {
+                        fallback: None,
+                        ..flight.job
+                    },
+                    ..flight
+                };
+                self.continue_in_background(permit, flight, running, deadlines.hard_only());
+                return Ok(answer);
+            }
+            Timed::Hard => return self.give_up(flight).await,
+        };
+        self.conclude(flight, result, Place::Caller).await
+    }
+
+    /// After the hard timeout: the stale fallback when fail-safe has one, the timeout error
+    /// otherwise. The loader's future was already dropped.
+    async fn give_up<T: Send + Sync + 'static>(&self, flight: Flight<T>) -> Result<Option<Arc<T>>> {
+        self.counters.hard_timeout();
+        let Flight {
+            leader, key, job, ..
+        } = flight;
+        if let Some(fallback) = &job.fallback {
+            let value = self.serve_stale(&key, fallback, job.policy).await;
+            finish(leader, Ok(erased(Some(Arc::clone(&value)))));
+            return Ok(Some(value));
+        }
+        tracing::warn!(key, "loader passed its hard timeout; nothing cached");
+        let err = timeout_error(&key);
+        finish(leader, Err(err.clone()));
+        Err(err)
+    }
+
+    /// Concludes a finished load: fills the tiers with a value; on an error, answers with the
+    /// stale fallback when there is one; hands the outcome to the waiters.
+    async fn conclude<T>(
+        &self,
+        flight: Flight<T>,
+        result: Loaded<T>,
+        place: Place,
+    ) -> Result<Option<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let Flight {
+            leader,
+            key,
+            job,
+            stamp,
+            started,
+        } = flight;
+        let loaded = match result {
+            Ok(Ok(loaded)) => loaded.map(Arc::new),
+            Ok(Err(source)) => {
+                self.counters.load_error();
+                let err = Error::loader(&key, source);
+                if let Some(fallback) = &job.fallback {
+                    tracing::warn!(key, %err, "loader failed; fail-safe answers with the stale value");
+                    let value = self.serve_stale(&key, fallback, job.policy).await;
+                    finish(leader, Ok(erased(Some(Arc::clone(&value)))));
+                    return Ok(Some(value));
+                }
+                tracing::debug!(key, %err, "loader failed; nothing cached");
+                finish(leader, Err(err.clone()));
+                return Err(err);
+            }
+            Err(panic) => {
+                self.counters.load_error();
+                let err = Error::LoaderPanicked { key: key.clone() };
+                finish(leader, Err(err.clone()));
+                if place == Place::Background {
+                    tracing::error!(key, "loader panicked in a background load; nothing cached");
+                    return Err(err);
+                }
+                tracing::warn!(
+                    key,
+                    "loader panicked; waiters get an error, the panic goes on"
+                );
+                std::panic::resume_unwind(panic);
+            }
+        };
+        let spec = self.defaults.write_spec(&job.options, started.elapsed());
+        if let Err(err) = self
+            .fill(&key, loaded.clone(), &job.options, spec, stamp)
+            .await
+        {
+            finish(leader, Err(err.clone()));
+            return Err(err);
+        }
+        finish(leader, Ok(erased(loaded.clone())));
+        Ok(loaded)
+    }
+
+    /// Stores what a loader returned in every tier, top-down, guarded by the stamp the flight
+    /// took before it read anything: once an invalidation of the key has come, nothing more is
+    /// stored, and what was stored meanwhile is undone. A `None` is stored as a negative entry
+    /// only when the options ask for negative caching. Tier failures are counted and logged,
+    /// not returned: the caller has its value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] when the value cannot be encoded; nothing is stored then.
+    pub(super) async fn fill<T: Serialize + Any + Send + Sync>(
+        &self,
+        key: &str,
+        loaded: Option<Arc<T>>,
+        options: &EntryOptions,
+        spec: WriteSpec,
+        stamp: Stamp,
+    ) -> Result<()> {
+        let (spec, bytes) = match &loaded {
+            Some(value) => {
+                let bytes = self.encode_for_stack(key, value.as_ref(), &spec)?;
+                (spec, bytes)
+            }
+            None => match options.effective_negative_ttl() {
+                Some(ttl) => {
+                    let spec = spec.negative(ttl);
+                    let bytes = (!self.stack.is_empty())
+                        .then(|| self.envelope.encode_negative_with(&spec.meta()));
+                    (spec, bytes)
+                }
+                None => return Ok(()),
+            },
+        };
+        let now = Instant::now();
+        if let Some(scale) = self.front.ttl_scale() {
+            let placement = spec.placement(scale, bytes.as_ref().map(Bytes::len), now);
+            self.front.insert(stamp, key, loaded, placement).await;
+        }
+        let current = || self.front.is_current(stamp);
+        // NOTE: failures were counted and logged per tier; the caller has its value.
+        let _tier_failure = self
+            .stack
+            .write(key, bytes.as_ref(), &spec, Some(&current))
+            .await
+            .into_result();
+        if !self.front.is_current(stamp) {
+            self.counters.fill_rejected();
+        }
+        Ok(())
+    }
+
+    /// Answers with a stale fallback after a failed or abandoned load, and puts it back in L1's
+    /// front for the fail-safe throttle (never past its stale window), so the failing source is
+    /// not asked again by every call meanwhile; unless its key was invalidated since the copy
+    /// was read.
+    pub(super) async fn serve_stale<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        fallback: &Fallback<T>,
+        policy: Policy,
+    ) -> Arc<T> {
+        self.counters.stale_served();
+        let copy = &fallback.copy;
+        if let Some(fail_safe) = policy.fail_safe {
+            // Served as it is for the throttle, then a fallback again (stale) until its end.
+            let until = (Instant::now() + fail_safe.throttle_value()).min(copy.keep_until);
+            let placement = Placement {
+                life: Life::serving_until(until, copy.keep_until),
+                weight: None,
+                tags: copy.tags.clone(),
+            };
+            self.front
+                .insert(
+                    fallback.stamp,
+                    key,
+                    Some(Arc::clone(&copy.value)),
+                    placement,
+                )
+                .await;
+        }
+        Arc::clone(&copy.value)
+    }
+
+    /// Starts one background load of `key` because a hit came near the entry's end, unless a
+    /// load of the key is already in flight (which then is the refresh) or the background is
+    /// full.
+    async fn refresh_in_background<T, F, Fut, E>(
+        self: &Arc<Self>,
+        key: &str,
+        options: EntryOptions,
+        policy: Policy,
+        negatives: Negatives,
+        loader: F,
+    ) where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<LoaderError> + 'static,
+    {
+        let stamp = self.front.stamp(key);
+        let joined = self
+            .flights
+            .join(key, stamp, |flight| self.front.is_current(*flight))
+            .await;
+        let Join::Lead(leader) = joined else {
+            return;
+        };
+        let Some(permit) = self.background.reserve() else {
+            self.counters.background_refused();
+            return;
+        };
+        self.counters.eager_refresh();
+        self.counters.load();
+        tracing::debug!(key, "refreshing in the background before the entry expires");
+        let flight = Flight {
+            leader: Some(leader),
+            key: key.to_owned(),
+            job: Job {
+                options,
+                policy,
+                negatives,
+                fallback: None,
+            },
+            stamp,
+            started: Instant::now(),
+        };
+        let deadlines = Deadlines::after(None, policy.hard_timeout);
+        self.continue_in_background(permit, flight, start(loader), deadlines);
+    }
+
+    /// Hands a running load to a background task, which concludes it (fills the cache, answers
+    /// the waiters) when it ends, or gives up at the hard deadline.
+    fn continue_in_background<T>(
+        self: &Arc<Self>,
+        permit: BackgroundPermit,
+        flight: Flight<T>,
+        running: LoadFuture<T>,
+        deadlines: Deadlines,
+    ) where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.counters.background_load();
+        let engine = Arc::downgrade(self);
+        self.background.spawn(permit, async move {
+            let result = match run_timed(running, deadlines).await {
+                Timed::Done(result) => result,
+                Timed::Soft(_) | Timed::Hard => {
+                    if let Some(engine) = engine.upgrade() {
+                        engine.counters.hard_timeout();
+                    }
+                    tracing::warn!(
+                        key = flight.key,
+                        "background load passed its hard timeout; nothing cached"
+                    );
+                    finish(flight.leader, Err(timeout_error(&flight.key)));
+                    return;
+                }
+            };
+            // The cache may be gone: then there is nothing to fill.
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            // NOTE: the outcome went to the waiters and into the cache; errors were logged.
+            let _concluded = engine.conclude(flight, result, Place::Background).await;
+        });
+    }
+}

@@ -1,0 +1,153 @@
+//! The engine: the cache's only sequencer. The handle makes one call into it; it calls the
+//! components in order, and no component calls it back or names it:
+//!
+//! - [`Front`]: the typed L1 and the invalidation clock (every L1 insert is stamped);
+//! - [`Stack`]: the tiers below L1, their layers, tags and promotion;
+//! - [`load`](crate::load): flights, background loads and timed waits;
+//! - [`Coherence`]: publishing what this instance changed, and what received events mean;
+//! - [`policy`](crate::policy): the defaults and per-call policies, resolved once per call.
+//!
+//! The files here are the topics of one sequence each: reading (`read.rs`), loading one key
+//! (`compute.rs`) or many (`compute_many.rs`), writing and invalidating (`write.rs`), and
+//! applying what the bus delivers (`receive.rs`).
+
+mod compute;
+mod compute_many;
+mod read;
+mod receive;
+mod write;
+
+use std::sync::Arc;
+
+pub(crate) use compute::Negatives;
+pub(crate) use receive::Receiver;
+use tiercache_core::{BusScope, CacheStats, Envelope, LoadCounters, Result, StoredMeta};
+
+use crate::{
+    coherence::Coherence,
+    common::StaleCopy,
+    front::{Front, Stamp},
+    load::{BackgroundLoads, Flights},
+    policy::Defaults,
+    stack::Stack,
+};
+
+/// The state every clone of a [`Cache`](crate::Cache) shares, and the sequences over it.
+#[derive(Debug)]
+pub(crate) struct Engine<C> {
+    front: Front,
+    stack: Stack,
+    flights: Flights<Stamp>,
+    background: BackgroundLoads,
+    coherence: Coherence,
+    defaults: Defaults,
+    envelope: Envelope<C>,
+    counters: Arc<LoadCounters>,
+}
+
+/// The parts an engine is made of, as the builder assembles them.
+pub(crate) struct Parts<C> {
+    pub(crate) front: Front,
+    pub(crate) stack: Stack,
+    pub(crate) coherence: Coherence,
+    pub(crate) defaults: Defaults,
+    pub(crate) envelope: Envelope<C>,
+    pub(crate) counters: Arc<LoadCounters>,
+    pub(crate) background_loads: usize,
+}
+
+/// A stale copy kept as a fail-safe fallback, with the stamp of the invalidation clock taken
+/// before it was read: putting it back in L1 is refused if its key was invalidated since.
+pub(crate) struct Fallback<T> {
+    copy: StaleCopy<T>,
+    stamp: Stamp,
+}
+
+impl<C: tiercache_core::Codec> Engine<C> {
+    pub(crate) fn new(parts: Parts<C>) -> Self {
+        Self {
+            front: parts.front,
+            stack: parts.stack,
+            flights: Flights::default(),
+            background: BackgroundLoads::new(parts.background_loads),
+            coherence: parts.coherence,
+            defaults: parts.defaults,
+            envelope: parts.envelope,
+            counters: parts.counters,
+        }
+    }
+
+    /// Subscribes to the bus, when there is one: from then on, what other instances change
+    /// reaches this engine through a weak handle (the bus never keeps a dropped cache alive).
+    ///
+    /// # Errors
+    ///
+    /// The bus's error when it cannot subscribe.
+    pub(crate) async fn start_bus(self: &Arc<Self>) -> Result<()> {
+        let namespace = self.stack.namespace();
+        let (Some(bus), Some(channel)) = (
+            self.coherence.bus(),
+            self.coherence.channel(namespace.name()),
+        ) else {
+            return Ok(());
+        };
+        let receiver = Arc::new(Receiver::new(Arc::downgrade(self)));
+        let scope = BusScope::new(&channel, namespace.prefix());
+        bus.start(scope, receiver).await
+    }
+
+    /// Counters of every tier, top-down, of the loader, and of the bus.
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats::new(self.front.stats(), self.stack.stats(), &self.counters)
+            .with_bus(self.coherence.stats())
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        self.stack.namespace().name()
+    }
+
+    /// The names of L1 (if any), the tiers below it and the bus (if any), for `Debug`.
+    pub(crate) fn describe(&self) -> (Option<&str>, Vec<&str>, Option<&str>) {
+        (
+            self.front.describe().map(|(name, _)| name),
+            self.stack
+                .levels()
+                .iter()
+                .map(|level| level.name())
+                .collect(),
+            self.coherence.bus().map(|bus| bus.name()),
+        )
+    }
+
+    pub(crate) fn loads_in_flight(&self) -> usize {
+        self.flights.len()
+    }
+
+    pub(crate) fn background_loads(&self) -> usize {
+        self.background.running()
+    }
+
+    /// Publishes the stats through the `metrics` facade every `interval` until the cache is
+    /// dropped.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn publish_metrics_every(self: &Arc<Self>, interval: std::time::Duration) {
+        let engine = Arc::downgrade(self);
+        let interval = interval.max(std::time::Duration::from_millis(1));
+        self.background.spawn_service(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                crate::metrics::record(&engine.stats(), engine.namespace());
+            }
+        });
+    }
+
+    /// Whether a value with header `meta` is known to be tagged with a tag invalidated after it
+    /// was written.
+    fn known_tag_invalidated(&self, meta: &StoredMeta) -> bool {
+        self.stack.known_invalidated(meta)
+    }
+}

@@ -1,0 +1,153 @@
+//! Applying what the bus delivers: another instance's change reaches L1 and every tier below it
+//! that lives in this process (which the sender cannot reach); a gap empties them, because any
+//! entry may be stale. Every change moves the invalidation clock before it removes anything, so
+//! a load in flight at that moment does not put its older value back.
+
+use std::{sync::Weak, time::Duration};
+
+use tiercache_core::{
+    BusEvent, BusSink, Bytes, Codec, GapReason, Invalidation, StoredMeta, async_trait, unix_millis,
+};
+
+use super::Engine;
+use crate::{
+    coherence::Received,
+    common::Scope,
+    policy::tags_of,
+    stack::{MARKER_PREFIX, Reach},
+};
+
+/// What the transport delivers to: a weak handle, so the transport never keeps a dropped cache
+/// alive.
+pub(crate) struct Receiver<C> {
+    engine: Weak<Engine<C>>,
+}
+
+impl<C> Receiver<C> {
+    pub(super) fn new(engine: Weak<Engine<C>>) -> Self {
+        Self { engine }
+    }
+}
+
+#[async_trait]
+impl<C: Codec> BusSink for Receiver<C> {
+    async fn deliver(&self, event: BusEvent) {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.receive(event).await;
+        }
+    }
+}
+
+impl<C: Codec> Engine<C> {
+    async fn receive(&self, event: BusEvent) {
+        let Some(received) = self.coherence.admit(event) else {
+            return;
+        };
+        match received {
+            Received::Gap(reason) => self.flush_after_gap(reason).await,
+            Received::Change {
+                invalidation,
+                sender_lost,
+                sent_at_ms,
+            } => {
+                if sender_lost {
+                    self.flush_after_gap(GapReason::SenderLost).await;
+                }
+                self.apply(invalidation).await;
+                // Counted once applied, so a reader of the stats that sees the count sees the
+                // effect.
+                #[cfg(feature = "metrics")]
+                if let Some(lag) = self.coherence.applied(sent_at_ms) {
+                    crate::metrics::record_propagation_lag(self.namespace(), lag);
+                }
+                #[cfg(not(feature = "metrics"))]
+                self.coherence.applied(sent_at_ms);
+            }
+        }
+    }
+
+    async fn apply(&self, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::Keys(keys) => {
+                for key in keys {
+                    // Server-assisted tracking reports a tag marker's change as a key.
+                    match key.strip_prefix(MARKER_PREFIX) {
+                        Some(tag) => self.apply_tag(tag, None).await,
+                        None => self.drop_here(Scope::Key(&key)).await,
+                    }
+                }
+            }
+            Invalidation::Tag {
+                tag,
+                invalidated_at_ms,
+            } => self.apply_tag(&tag, Some(invalidated_at_ms)).await,
+            Invalidation::Prefix(prefix) => self.drop_here(Scope::Prefix(&prefix)).await,
+            Invalidation::Clear => self.drop_here(Scope::All).await,
+            Invalidation::Update { key, value, ttl } => self.apply_update(&key, value, ttl).await,
+            other => {
+                // An invalidation kind this version does not know: dropping everything is the
+                // only safe reading.
+                tracing::debug!(?other, "unknown invalidation kind; emptying L1");
+                self.flush_after_gap(GapReason::SenderLost).await;
+            }
+        }
+    }
+
+    /// Drops what `scope` covers from L1 and from the in-process tiers below it: L1 first (the
+    /// clock moves, so fills in flight stop), those tiers, then L1 again (so a read that copied
+    /// from them before they were cleaned cannot keep its copy). Without in-process tiers, L1
+    /// once.
+    async fn drop_here(&self, scope: Scope<'_>) {
+        self.front.invalidate(scope).await;
+        if self.stack.has_in_process_levels() {
+            let written = self.stack.invalidate(scope, Reach::InProcess).await;
+            let settled = self.front.settle(written, &[scope]).await;
+            if let Err(err) = settled.into_result() {
+                tracing::warn!(%err, ?scope, "an in-process tier below L1 could not apply a bus invalidation");
+            }
+        }
+    }
+
+    /// A tag another instance invalidated at `at_ms` (or, through server-assisted tracking, a
+    /// change of its marker at a time not known: the marker is read again on the next check,
+    /// and in-process tiers get a marker of now, which hides at most a little more).
+    async fn apply_tag(&self, tag: &str, at_ms: Option<u64>) {
+        self.stack.note_tag(tag, at_ms);
+        let at = at_ms.unwrap_or_else(unix_millis);
+        self.drop_here(Scope::Tag(tag, at)).await;
+        if at_ms.is_none() {
+            self.stack.note_tag(tag, None);
+        }
+    }
+
+    /// Puts a value another instance just wrote into L1, as bytes decoded on first read, with
+    /// its tags, so a tag invalidation finds it before it is ever read. A value one of whose
+    /// tags this instance already knows to be invalidated after the write is dropped instead
+    /// (messages from different instances can arrive in either order). In-process tiers below
+    /// L1 drop the key: they are filled again from the shared tier on the next read.
+    async fn apply_update(&self, key: &str, value: Bytes, ttl: Duration) {
+        let meta = StoredMeta::read(&value);
+        if !self.front.takes_copies() || self.known_tag_invalidated(&meta) {
+            self.drop_here(Scope::Key(key)).await;
+            return;
+        }
+        if self.stack.has_in_process_levels() {
+            self.drop_here(Scope::Key(key)).await;
+        }
+        self.front
+            .apply_update(key, value, ttl, tags_of(&meta))
+            .await;
+    }
+
+    /// Empties L1 and the in-process tiers below it after the bus may have lost messages, and
+    /// forgets every tag time (a tag message may have been lost too).
+    async fn flush_after_gap(&self, reason: GapReason) {
+        self.stack.forget_tags();
+        self.drop_here(Scope::All).await;
+        self.coherence.count_gap(self.front.exists());
+        tracing::info!(
+            ?reason,
+            "bus gap: L1 emptied, because any entry may be stale"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Policies: plain data and pure functions, resolved once per call. The cache's defaults
+//! overridden by the call's options ([`Policy`]), what a write stores besides the value
+//! ([`WriteSpec`]), the instants an entry lives by ([`Life`]), when hits are promoted
+//! ([`Promotion`]) and how each tier is treated ([`TierOptions`]).
+
+mod life;
+mod promotion;
+mod tier_options;
+mod write_spec;
+
+use std::time::Duration;
+
+pub(crate) use life::{Life, Placement, tags_of};
+pub(crate) use promotion::Gate;
+pub use promotion::Promotion;
+pub use tier_options::TierOptions;
+use tiercache_core::{EagerRefresh, EntryOptions, FailSafe, StoredMeta};
+pub(crate) use write_spec::WriteSpec;
+
+/// The cache-wide defaults the builder sets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Defaults {
+    /// The TTL of [`CacheStrategy::Default`](tiercache_core::CacheStrategy::Default).
+    pub(crate) ttl: Duration,
+    pub(crate) fail_safe: FailSafe,
+    pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) hard_timeout: Option<Duration>,
+    pub(crate) eager_refresh: EagerRefresh,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            ttl: tiercache_core::DEFAULT_TTL,
+            fail_safe: FailSafe::disabled(),
+            soft_timeout: None,
+            hard_timeout: None,
+            eager_refresh: EagerRefresh::Off,
+        }
+    }
+}
+
+/// What one call does about failures, slowness and expiry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// Fail-safe, when enabled.
+    pub(crate) fail_safe: Option<FailSafe>,
+    pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) hard_timeout: Option<Duration>,
+    pub(crate) eager_refresh: EagerRefresh,
+}
+
+impl Defaults {
+    /// The defaults, overridden by what `options` sets.
+    pub(crate) fn resolve(&self, options: &EntryOptions) -> Policy {
+        let timeout = |set: Option<Duration>, default| {
+            set.or(default).filter(|timeout| *timeout != Duration::MAX)
+        };
+        Policy {
+            fail_safe: Some(options.fail_safe_value().unwrap_or(self.fail_safe))
+                .filter(FailSafe::is_enabled),
+            soft_timeout: timeout(options.soft_timeout_value(), self.soft_timeout),
+            hard_timeout: timeout(options.hard_timeout_value(), self.hard_timeout),
+            eager_refresh: options.eager_refresh_value().unwrap_or(self.eager_refresh),
+        }
+    }
+
+    /// The spec of a write with `options` whose value took `load_time` to load (zero for a
+    /// `set`).
+    pub(crate) fn write_spec(&self, options: &EntryOptions, load_time: Duration) -> WriteSpec {
+        WriteSpec::new(options, self.resolve(options), self.ttl, load_time)
+    }
+}
+
+impl Policy {
+    /// The same policy with no stale window and no eager refresh.
+    pub(crate) fn without_keeping(self) -> Self {
+        Self {
+            fail_safe: None,
+            eager_refresh: EagerRefresh::Off,
+            ..self
+        }
+    }
+
+    /// How long entries written under this policy are kept after they stop being fresh.
+    pub(crate) fn stale_window(&self) -> Duration {
+        self.fail_safe
+            .map_or(Duration::ZERO, |fail_safe| fail_safe.max_stale_value())
+    }
+
+    /// The header of a value written now under this policy.
+    pub(crate) fn meta(&self, ttl: Duration, load_time: Duration, tags: &[String]) -> StoredMeta {
+        let mut meta = StoredMeta::default();
+        meta.ttl = ttl;
+        meta.stale_window = self.stale_window();
+        meta.load_time = load_time;
+        if !tags.is_empty() {
+            meta.written_at_ms = tiercache_core::unix_millis();
+            meta.tags = tags.to_vec();
+        }
+        meta
+    }
+}

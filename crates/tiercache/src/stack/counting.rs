@@ -1,0 +1,88 @@
+//! Failures of one tier, counted and logged, as a tier around the tier: every failed call adds
+//! to the tier's error count and logs the tier, the key and the operation.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tiercache_core::{Entry, Result, Tier, TierCounters, async_trait};
+
+/// A tier whose failed calls are counted in `counters` and logged.
+#[derive(Debug)]
+pub(crate) struct WithErrorCounts<T> {
+    inner: T,
+    counters: Arc<TierCounters>,
+}
+
+impl<T: Tier> WithErrorCounts<T> {
+    /// `inner`, counting its failures in `counters`.
+    pub(crate) fn new(inner: T, counters: Arc<TierCounters>) -> Self {
+        Self { inner, counters }
+    }
+
+    async fn call<R>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        call: impl Future<Output = Result<R>>,
+    ) -> Result<R> {
+        let result = call.await;
+        if let Err(err) = &result {
+            self.counters.error();
+            tracing::warn!(
+                tier = self.inner.name(),
+                key,
+                operation,
+                ?err,
+                "tier call failed"
+            );
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl<T: Tier> Tier for WithErrorCounts<T> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.call("get", key, self.inner.get(key)).await
+    }
+    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+        self.call("set", key, self.inner.set(key, entry)).await
+    }
+    async fn remove(&self, key: &str) -> Result<()> {
+        self.call("remove", key, self.inner.remove(key)).await
+    }
+    async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+        let call = self.inner.remove_prefix(prefix);
+        self.call("remove_prefix", prefix, call).await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.call("clear", "", self.inner.clear()).await
+    }
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let first = keys.first().copied().unwrap_or_default();
+        self.call("get_many", first, self.inner.get_many(keys))
+            .await
+    }
+    async fn set_many(&self, entries: Vec<(String, Entry)>) -> Result<()> {
+        let first = entries
+            .first()
+            .map(|(key, _)| key.clone())
+            .unwrap_or_default();
+        self.call("set_many", &first, self.inner.set_many(entries))
+            .await
+    }
+    async fn remove_many(&self, keys: &[&str]) -> Result<()> {
+        let first = keys.first().copied().unwrap_or_default();
+        self.call("remove_many", first, self.inner.remove_many(keys))
+            .await
+    }
+}

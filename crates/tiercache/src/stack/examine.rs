@@ -1,0 +1,233 @@
+//! The one routine every read below L1 goes through, single or batch: an entry a level returned
+//! is examined (its tags, its value, its freshness) and, when fresh, promoted into the levels
+//! above it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tiercache_core::{Bytes, DecodeError, Decoded, EagerRefresh, Entry, StoredMeta};
+
+use super::{Level, Stack, tags::marker_key, tags::marker_time};
+use crate::{
+    common::{Lookup, StaleCopy},
+    observe,
+    policy::{Placement, tags_of},
+};
+
+/// Whether the read that asked is still current: no invalidation of the key has come since it
+/// stamped the clock. Checked before every copy a read makes, and after it.
+pub(crate) type StillCurrent<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// A key as the caller named it and as the levels store it (namespaced).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Keys<'a> {
+    pub(super) key: &'a str,
+    pub(super) stored: &'a str,
+}
+
+/// A fresh entry found below L1, with what copying it into L1 needs.
+pub(crate) struct Found<T> {
+    /// The value; `None` for a cached "not found".
+    pub(crate) value: Option<Arc<T>>,
+    meta: StoredMeta,
+    expires_at: Instant,
+    /// How long it stays fresh from `read_at`, in its level's time.
+    fresh: Duration,
+    read_at: Instant,
+    source_scale: f64,
+    weight: usize,
+}
+
+impl<T> Found<T> {
+    /// Where a copy goes in an L1 with TTL scale `scale`: its remaining fresh life times (that
+    /// scale / its level's scale), never more than it has left, plus its stale window; promotion
+    /// never extends an entry's life.
+    pub(crate) fn placement(&self, scale: f64, eager: EagerRefresh) -> Placement {
+        let fresh = self.fresh.mul_f64((scale / self.source_scale).min(1.0));
+        Placement::of_copy(
+            &self.meta,
+            self.read_at,
+            fresh,
+            self.expires_at,
+            scale,
+            self.weight,
+            eager,
+        )
+    }
+
+    /// The answer it gives.
+    pub(crate) fn lookup(&self) -> Lookup<T> {
+        Lookup::found(self.value.clone())
+    }
+}
+
+/// What the levels below L1 hold for one key.
+pub(crate) struct Below<T> {
+    /// The first fresh entry (already promoted into the levels above it).
+    pub(crate) found: Option<Found<T>>,
+    /// The first stale entry met on the way down: a fail-safe fallback.
+    pub(crate) stale: Option<StaleCopy<T>>,
+}
+
+impl<T> Default for Below<T> {
+    fn default() -> Self {
+        Self {
+            found: None,
+            stale: None,
+        }
+    }
+}
+
+/// One entry a level returned, examined.
+pub(super) enum Accepted<T> {
+    Fresh(Found<T>),
+    Stale(StaleCopy<T>),
+    /// Does not decode, a tag of it was invalidated, or a stale "not found".
+    Unusable,
+}
+
+impl Stack {
+    /// Examines an entry `key` read from level `index` and promotes it when it is fresh. Counts
+    /// the level's hit or miss (a stale entry is a miss), decode errors and tag rejections.
+    pub(super) async fn accept<T, D>(
+        &self,
+        index: usize,
+        keys: Keys<'_>,
+        entry: Entry,
+        decode: &D,
+        still_current: StillCurrent<'_>,
+    ) -> Accepted<T>
+    where
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        let level = &self.levels[index];
+        let key = keys.key;
+        let meta = StoredMeta::read(&entry.value);
+        if !meta.tags.is_empty() && self.tag_invalidated(level, &meta).await {
+            self.counters.tag_rejected();
+            level.counters.miss();
+            tracing::debug!(tier = level.name(), key, tags = ?meta.tags, "a tag of the stored value was invalidated after it was written; read as a miss");
+            return Accepted::Unusable;
+        }
+        let value = match decode(&entry.value) {
+            Ok(Decoded::Value(value)) => Some(Arc::new(value)),
+            Ok(Decoded::Negative) => None,
+            Err(err) => {
+                level.counters.decode_error();
+                level.counters.miss();
+                tracing::debug!(tier = level.name(), key, %err, "stored value does not decode; read as a miss");
+                return Accepted::Unusable;
+            }
+        };
+        let now = Instant::now();
+        let Some(fresh) = fresh_for(&entry, &meta, now) else {
+            level.counters.miss();
+            return match value {
+                Some(value) => Accepted::Stale(StaleCopy {
+                    value,
+                    keep_until: entry.expires_at,
+                    tags: tags_of(&meta),
+                }),
+                None => Accepted::Unusable,
+            };
+        };
+        level.counters.hit();
+        observe::answered_by(level.name());
+        let found = Found {
+            value,
+            weight: entry.value.len(),
+            expires_at: entry.expires_at,
+            meta,
+            fresh,
+            read_at: now,
+            source_scale: level.scale(),
+        };
+        self.promote(index, keys, &entry.value, &found, still_current)
+            .await;
+        Accepted::Fresh(found)
+    }
+
+    /// Copies an entry found at level `index` into the levels above it that take promotions,
+    /// each fresh for the entry's remaining fresh life times (its scale / the source's scale),
+    /// never longer than the entry has left. A copy made while an invalidation of the key came
+    /// is removed again, and no more copies are made.
+    async fn promote<T>(
+        &self,
+        index: usize,
+        keys: Keys<'_>,
+        bytes: &Bytes,
+        found: &Found<T>,
+        still_current: StillCurrent<'_>,
+    ) {
+        let now = found.read_at;
+        for level in self.levels[..index]
+            .iter()
+            .filter(|level| level.promotion.admit(keys.key))
+        {
+            if !still_current() {
+                return;
+            }
+            let fresh = found
+                .fresh
+                .mul_f64((level.scale() / found.source_scale).min(1.0));
+            let expires_at = (now + fresh + found.meta.stale_window).min(found.expires_at);
+            let copy = Entry::expiring_at(bytes.clone(), expires_at);
+            let stored_key = keys.stored;
+            if level.tier.set(stored_key, copy).await.is_ok() {
+                level.counters.promotion();
+                level.counters.write();
+            }
+            if !still_current() {
+                // NOTE: a failure is counted and logged by the level's layers; the next read
+                // of the key then misses here, which is the safe outcome.
+                let _removed = level.tier.remove(stored_key).await;
+                return;
+            }
+        }
+    }
+
+    /// Whether a value with `meta`, read from `level`, was written at or before the last
+    /// invalidation of one of its tags. When a tag's time cannot be read, the answer is yes: a
+    /// miss is the safe reading.
+    async fn tag_invalidated(&self, level: &Level, meta: &StoredMeta) -> bool {
+        if self.tags.known_invalidated(meta) {
+            return true;
+        }
+        let unknown: Vec<&String> = meta
+            .tags
+            .iter()
+            .filter(|tag| self.tags.trusted(tag).is_none())
+            .collect();
+        if unknown.is_empty() {
+            return false;
+        }
+        let keys: Vec<String> = unknown
+            .iter()
+            .map(|tag| self.namespace.apply(&marker_key(tag)))
+            .collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let Ok(markers) = level.tier.get_many(&keys).await else {
+            return true;
+        };
+        let mut invalidated = false;
+        for (tag, marker) in unknown.iter().zip(markers) {
+            let at = marker.map_or(0, |entry| marker_time(&entry.value));
+            self.tags.record(tag, at);
+            invalidated |= meta.written_at_ms <= at;
+        }
+        invalidated
+    }
+}
+
+/// How long a stored entry stays fresh from `now` (its time left minus the stale window its
+/// header gives); `None` once it is stale. Relative, so a stale window longer than the monotonic
+/// clock has been running never makes a stale entry look fresh.
+fn fresh_for(entry: &Entry, meta: &StoredMeta, now: Instant) -> Option<Duration> {
+    entry
+        .expires_at
+        .saturating_duration_since(now)
+        .checked_sub(meta.stale_window)
+        .filter(|fresh| !fresh.is_zero())
+}

@@ -1,0 +1,64 @@
+//! One level of the stack below L1 (L2, L3, ...): the tier wrapped in its per-tier layers, its
+//! options, its counters and its promotion gate.
+
+use std::sync::Arc;
+
+use tiercache_core::{Tier, TierCounters, TierStats};
+
+use super::{
+    breaker::{Breaker, WithBreaker},
+    counting::WithErrorCounts,
+};
+use crate::{TierOptions, policy::Gate};
+
+/// One tier below L1, as the stack calls it.
+#[derive(Debug)]
+pub(crate) struct Level {
+    /// The tier inside its layers, outermost first: the circuit breaker, then the error counts.
+    /// The stacking order is the call order: a call the breaker skips is not a tier failure.
+    pub(super) tier: Arc<dyn Tier>,
+    pub(super) options: TierOptions,
+    pub(super) counters: Arc<TierCounters>,
+    /// Decides which hits below are copied into this tier.
+    pub(super) promotion: Gate,
+    breaker: Arc<Breaker>,
+    name: Arc<str>,
+}
+
+impl Level {
+    /// `tier` with `options`, wrapped in its layers.
+    pub(crate) fn new(tier: Arc<dyn Tier>, options: TierOptions) -> Self {
+        let counters = Arc::new(TierCounters::default());
+        let breaker = Arc::new(Breaker::new(options.circuit_breaker_value()));
+        let name = Arc::from(tier.name());
+        let counted = WithErrorCounts::new(tier, Arc::clone(&counters));
+        let guarded = WithBreaker::new(counted, Arc::clone(&breaker), Arc::clone(&counters));
+        Self {
+            tier: Arc::new(guarded),
+            promotion: Gate::new(options.promotion_value()),
+            options,
+            counters,
+            breaker,
+            name,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn options(&self) -> &TierOptions {
+        &self.options
+    }
+
+    pub(super) fn scale(&self) -> f64 {
+        self.options.ttl_scale_value()
+    }
+
+    pub(crate) fn stats(&self) -> TierStats {
+        let mut stats = self.counters.snapshot(&self.name);
+        stats.circuit = self.breaker.state();
+        stats.circuit_opens = self.breaker.opens();
+        stats
+    }
+}
