@@ -1,7 +1,13 @@
 //! Plain types that pass between the components: what a read found, a stale copy kept as a
 //! fail-safe fallback, and what an invalidation covers.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Instant,
+};
 
 /// What a read found for a key, as a `T`.
 pub(crate) enum Lookup<T> {
@@ -50,3 +56,30 @@ pub(crate) enum Scope<'a> {
     /// Everything of this cache.
     All,
 }
+
+/// Leave for one fill to store, from the invalidation clock (`front/clock.rs`): while it is
+/// held, invalidations of the fill's key wait before they remove anything. Dropping it (after
+/// the store, or when the fill's future is dropped) ends the store.
+#[derive(Debug)]
+#[must_use = "the store must happen while the pass is held"]
+pub(crate) struct FillPass<'a> {
+    storing: &'a AtomicU32,
+}
+
+impl<'a> FillPass<'a> {
+    /// A pass for a fill already counted in `storing`.
+    pub(crate) fn counted(storing: &'a AtomicU32) -> Self {
+        Self { storing }
+    }
+}
+
+impl Drop for FillPass<'_> {
+    fn drop(&mut self) {
+        self.storing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How a fill asks to store: a pass while no invalidation of its key came since it stamped the
+/// clock, `None` once one did. Asked before each store, and again after it: a store made while
+/// an invalidation came is undone.
+pub(crate) type FillGate<'a> = &'a (dyn Fn() -> Option<FillPass<'a>> + Sync);

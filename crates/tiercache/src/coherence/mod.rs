@@ -186,3 +186,126 @@ impl Coherence {
             .map(|link| link.counters.snapshot(link.bus.name(), link.bus.health()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tiercache_core::{BusHealth, BusScope, BusSink, Error, Namespace, async_trait};
+
+    use super::*;
+    use crate::{
+        common::Scope,
+        front::Front,
+        stack::{Reach, Stack},
+    };
+
+    /// A bus that keeps what is published, and can be made to fail.
+    #[derive(Debug, Default)]
+    struct Recording {
+        sent: Mutex<Vec<BusMessage>>,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Bus for Recording {
+        fn name(&self) -> &str {
+            "recording"
+        }
+        async fn start(&self, _scope: BusScope<'_>, _sink: Arc<dyn BusSink>) -> Result<()> {
+            Ok(())
+        }
+        async fn publish(&self, message: &BusMessage) -> Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(Error::Config("down".into()));
+            }
+            self.sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(message.clone());
+            Ok(())
+        }
+        fn health(&self) -> BusHealth {
+            BusHealth::new(true, 0, 0)
+        }
+    }
+
+    /// What a finished write with nothing below L1 settles to.
+    async fn settled() -> Settled {
+        let stack = Stack::new(
+            Vec::new(),
+            Namespace::new("").unwrap(),
+            (Duration::from_secs(1), Duration::from_secs(1)),
+            Arc::default(),
+        );
+        let front = Front::new(None, None);
+        let written = stack.invalidate(Scope::Key("k"), Reach::Every).await;
+        front.settle(written, &[Scope::Key("k")]).await
+    }
+
+    fn keys() -> Invalidation {
+        Invalidation::Keys(vec!["k".to_owned()])
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_marks_the_next_message_as_a_gap_for_receivers() {
+        let bus = Arc::new(Recording::default());
+        let coherence = Coherence::new(Some((Arc::clone(&bus) as Arc<dyn Bus>, BusOptions::new())));
+        bus.failing.store(true, Ordering::SeqCst);
+        assert!(coherence.publish(settled().await, keys).await.is_err());
+        bus.failing.store(false, Ordering::SeqCst);
+        coherence.publish(settled().await, keys).await.unwrap();
+        coherence.publish(settled().await, keys).await.unwrap();
+
+        let sent = bus.sent.lock().unwrap().clone();
+        let lost: Vec<bool> = sent.iter().map(|m| m.sender_lost_messages).collect();
+        assert_eq!(lost, [true, false]);
+        assert_eq!(coherence.stats().unwrap().publish_errors, 1);
+    }
+
+    #[tokio::test]
+    async fn own_messages_are_ignored_and_others_admitted() {
+        let bus: Arc<dyn Bus> = Arc::new(Recording::default());
+        let coherence = Coherence::new(Some((bus, BusOptions::new())));
+        let origin = coherence.link.as_ref().unwrap().origin;
+        let message = |origin| BusMessage {
+            origin,
+            sequence: 1,
+            sender_lost_messages: true,
+            sent_at_ms: 0,
+            invalidation: keys(),
+        };
+
+        assert!(
+            coherence
+                .admit(BusEvent::Message(message(origin)))
+                .is_none()
+        );
+        let other = InstanceId::random();
+        assert!(matches!(
+            coherence.admit(BusEvent::Message(message(other))),
+            Some(Received::Change {
+                sender_lost: true,
+                ..
+            })
+        ));
+        let gap = BusEvent::Gap {
+            reason: GapReason::Reconnected,
+        };
+        assert!(matches!(coherence.admit(gap), Some(Received::Gap(_))));
+        assert_eq!(coherence.stats().unwrap().ignored_own, 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_bus_publishing_returns_the_writes_outcome() {
+        let coherence = Coherence::new(None);
+        coherence.publish(settled().await, keys).await.unwrap();
+        assert!(
+            coherence
+                .admit(BusEvent::Gap {
+                    reason: GapReason::Reconnected
+                })
+                .is_none()
+        );
+    }
+}

@@ -13,9 +13,9 @@ use super::{Engine, Fallback};
 use crate::{
     common::Lookup,
     front::{Behind, FrontRead, Stamp},
-    load::{BackgroundPermit, Deadlines, Join, Leader, Outcome, Timed, Waiter, run_timed},
+    load::{Deadlines, Join, Leader, Outcome, Timed, Waiter, run_timed},
     observe,
-    policy::{Life, Placement, Policy, WriteSpec},
+    policy::Policy,
 };
 
 /// Whether a cached "not found" answers the call (the optional form) or is loaded over.
@@ -28,32 +28,32 @@ pub(crate) enum Negatives {
 /// A loader's error, erased.
 pub(super) type LoaderError = Box<dyn std::error::Error + Send + Sync>;
 /// What a loader's future ends with: its answer, or the panic it unwound with.
-type Loaded<T> = std::thread::Result<std::result::Result<Option<T>, LoaderError>>;
+pub(super) type Loaded<T> = std::thread::Result<std::result::Result<Option<T>, LoaderError>>;
 /// A running load, boxed so it can move into a background task.
-type LoadFuture<T> = Pin<Box<dyn Future<Output = Loaded<T>> + Send>>;
+pub(super) type LoadFuture<T> = Pin<Box<dyn Future<Output = Loaded<T>> + Send>>;
 
 /// One get-or-compute call's settings, and the stale copy it can fall back to.
-struct Job<T> {
-    options: EntryOptions,
-    policy: Policy,
-    negatives: Negatives,
-    fallback: Option<Fallback<T>>,
+pub(super) struct Job<T> {
+    pub(super) options: EntryOptions,
+    pub(super) policy: Policy,
+    pub(super) negatives: Negatives,
+    pub(super) fallback: Option<Fallback<T>>,
 }
 
 /// One flight's load: what its outcome is settled with.
-struct Flight<T> {
-    leader: Option<Leader<Stamp>>,
-    key: String,
-    job: Job<T>,
+pub(super) struct Flight<T> {
+    pub(super) leader: Option<Leader<Stamp>>,
+    pub(super) key: String,
+    pub(super) job: Job<T>,
     /// Taken before anything was read for the flight; every fill of it is guarded by it.
-    stamp: Stamp,
-    started: Instant,
+    pub(super) stamp: Stamp,
+    pub(super) started: Instant,
 }
 
 /// Where a load's outcome is settled: in the caller (a panic goes on in the caller) or in a
 /// background task (a panic is logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
+pub(super) enum Place {
     Caller,
     Background,
 }
@@ -66,7 +66,7 @@ enum Waited<T> {
     Other,
 }
 
-fn finish(leader: Option<Leader<Stamp>>, outcome: Outcome) {
+pub(super) fn finish(leader: Option<Leader<Stamp>>, outcome: Outcome) {
     if let Some(leader) = leader {
         leader.finish(outcome);
     }
@@ -87,7 +87,7 @@ pub(super) fn timeout_error(key: &str) -> Error {
 }
 
 /// Starts the loader inside a boxed future that catches its panic.
-fn start<T, F, Fut, E>(loader: F) -> LoadFuture<T>
+pub(super) fn start<T, F, Fut, E>(loader: F) -> LoadFuture<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
@@ -270,17 +270,6 @@ impl<C: Codec> Engine<C> {
         })
     }
 
-    /// A stale fallback as the answer of a caller whose wait for a load failed or timed out
-    /// (counted); the load's leader is the one that puts it back in L1.
-    pub(super) fn answer_stale<T>(&self, key: &str, fallback: &Fallback<T>) -> Arc<T> {
-        self.counters.stale_served();
-        tracing::warn!(
-            key,
-            "answering with a stale value: the load failed or timed out"
-        );
-        Arc::clone(&fallback.copy.value)
-    }
-
     /// Leads one load: a second look (L1 when there is no stack, the stack otherwise), then
     /// the loader under its timeouts; fills the tiers and hands the outcome to the waiters.
     async fn lead<T, F, Fut, E>(
@@ -302,19 +291,17 @@ impl<C: Codec> Engine<C> {
             started,
         } = flight;
         let decode = |bytes: &Bytes| self.envelope.decode::<T>(bytes);
-        let (cached, stale) = if self.stack.is_empty() {
-            // A previous flight may have filled L1 between this caller's miss and its join.
-            let found = match self.front.peek::<T>(&key).await {
-                FrontRead::Hit(value) => Lookup::Hit(value),
-                FrontRead::Negative => Lookup::Negative,
-                FrontRead::Encoded(encoded) => self.type_update(&key, &encoded, &decode).await,
-                FrontRead::Miss | FrontRead::PastDeadline => Lookup::Miss,
-            };
-            (found, None)
+        let (mut cached, stale) = if self.stack.is_empty() {
+            (Lookup::Miss, None)
         } else {
             self.read_below(&key, stamp, &decode, job.policy.eager_refresh)
                 .await
         };
+        if matches!(cached, Lookup::Miss) {
+            // Before the loader runs: a previous flight may have filled L1 between this caller's
+            // miss and its join (and the stack may not have taken its write).
+            cached = self.peek_front(&key, &decode).await;
+        }
         match cached {
             Lookup::Hit(value) => {
                 finish(leader, Ok(erased(Some(Arc::clone(&value)))));
@@ -403,7 +390,7 @@ impl<C: Codec> Engine<C> {
 
     /// Concludes a finished load: fills the tiers with a value; on an error, answers with the
     /// stale fallback when there is one; hands the outcome to the waiters.
-    async fn conclude<T>(
+    pub(super) async fn conclude<T>(
         &self,
         flight: Flight<T>,
         result: Loaded<T>,
@@ -459,171 +446,5 @@ impl<C: Codec> Engine<C> {
         }
         finish(leader, Ok(erased(loaded.clone())));
         Ok(loaded)
-    }
-
-    /// Stores what a loader returned in every tier, top-down, guarded by the stamp the flight
-    /// took before it read anything: once an invalidation of the key has come, nothing more is
-    /// stored, and what was stored meanwhile is undone. A `None` is stored as a negative entry
-    /// only when the options ask for negative caching. Tier failures are counted and logged,
-    /// not returned: the caller has its value.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Encode`] when the value cannot be encoded; nothing is stored then.
-    pub(super) async fn fill<T: Serialize + Any + Send + Sync>(
-        &self,
-        key: &str,
-        loaded: Option<Arc<T>>,
-        options: &EntryOptions,
-        spec: WriteSpec,
-        stamp: Stamp,
-    ) -> Result<()> {
-        let (spec, bytes) = match &loaded {
-            Some(value) => {
-                let bytes = self.encode_for_stack(key, value.as_ref(), &spec)?;
-                (spec, bytes)
-            }
-            None => match options.effective_negative_ttl() {
-                Some(ttl) => {
-                    let spec = spec.negative(ttl);
-                    let bytes = (!self.stack.is_empty())
-                        .then(|| self.envelope.encode_negative_with(&spec.meta()));
-                    (spec, bytes)
-                }
-                None => return Ok(()),
-            },
-        };
-        let now = Instant::now();
-        if let Some(scale) = self.front.ttl_scale() {
-            let placement = spec.placement(scale, bytes.as_ref().map(Bytes::len), now);
-            self.front.insert(stamp, key, loaded, placement).await;
-        }
-        let current = || self.front.is_current(stamp);
-        // NOTE: failures were counted and logged per tier; the caller has its value.
-        let _tier_failure = self
-            .stack
-            .write(key, bytes.as_ref(), &spec, Some(&current))
-            .await
-            .into_result();
-        if !self.front.is_current(stamp) {
-            self.counters.fill_rejected();
-        }
-        Ok(())
-    }
-
-    /// Answers with a stale fallback after a failed or abandoned load, and puts it back in L1's
-    /// front for the fail-safe throttle (never past its stale window), so the failing source is
-    /// not asked again by every call meanwhile; unless its key was invalidated since the copy
-    /// was read.
-    pub(super) async fn serve_stale<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-        fallback: &Fallback<T>,
-        policy: Policy,
-    ) -> Arc<T> {
-        self.counters.stale_served();
-        let copy = &fallback.copy;
-        if let Some(fail_safe) = policy.fail_safe {
-            // Served as it is for the throttle, then a fallback again (stale) until its end.
-            let until = (Instant::now() + fail_safe.throttle_value()).min(copy.keep_until);
-            let placement = Placement {
-                life: Life::serving_until(until, copy.keep_until),
-                weight: None,
-                tags: copy.tags.clone(),
-            };
-            self.front
-                .insert(
-                    fallback.stamp,
-                    key,
-                    Some(Arc::clone(&copy.value)),
-                    placement,
-                )
-                .await;
-        }
-        Arc::clone(&copy.value)
-    }
-
-    /// Starts one background load of `key` because a hit came near the entry's end, unless a
-    /// load of the key is already in flight (which then is the refresh) or the background is
-    /// full.
-    async fn refresh_in_background<T, F, Fut, E>(
-        self: &Arc<Self>,
-        key: &str,
-        options: EntryOptions,
-        policy: Policy,
-        negatives: Negatives,
-        loader: F,
-    ) where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
-        E: Into<LoaderError> + 'static,
-    {
-        let stamp = self.front.stamp(key);
-        let joined = self
-            .flights
-            .join(key, stamp, |flight| self.front.is_current(*flight))
-            .await;
-        let Join::Lead(leader) = joined else {
-            return;
-        };
-        let Some(permit) = self.background.reserve() else {
-            self.counters.background_refused();
-            return;
-        };
-        self.counters.eager_refresh();
-        self.counters.load();
-        tracing::debug!(key, "refreshing in the background before the entry expires");
-        let flight = Flight {
-            leader: Some(leader),
-            key: key.to_owned(),
-            job: Job {
-                options,
-                policy,
-                negatives,
-                fallback: None,
-            },
-            stamp,
-            started: Instant::now(),
-        };
-        let deadlines = Deadlines::after(None, policy.hard_timeout);
-        self.continue_in_background(permit, flight, start(loader), deadlines);
-    }
-
-    /// Hands a running load to a background task, which concludes it (fills the cache, answers
-    /// the waiters) when it ends, or gives up at the hard deadline.
-    fn continue_in_background<T>(
-        self: &Arc<Self>,
-        permit: BackgroundPermit,
-        flight: Flight<T>,
-        running: LoadFuture<T>,
-        deadlines: Deadlines,
-    ) where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-    {
-        self.counters.background_load();
-        let engine = Arc::downgrade(self);
-        self.background.spawn(permit, async move {
-            let result = match run_timed(running, deadlines).await {
-                Timed::Done(result) => result,
-                Timed::Soft(_) | Timed::Hard => {
-                    if let Some(engine) = engine.upgrade() {
-                        engine.counters.hard_timeout();
-                    }
-                    tracing::warn!(
-                        key = flight.key,
-                        "background load passed its hard timeout; nothing cached"
-                    );
-                    finish(flight.leader, Err(timeout_error(&flight.key)));
-                    return;
-                }
-            };
-            // The cache may be gone: then there is nothing to fill.
-            let Some(engine) = engine.upgrade() else {
-                return;
-            };
-            // NOTE: the outcome went to the waiters and into the cache; errors were logged.
-            let _concluded = engine.conclude(flight, result, Place::Background).await;
-        });
     }
 }

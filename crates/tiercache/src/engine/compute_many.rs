@@ -4,8 +4,7 @@
 //! answering for keys whose load failed.
 
 use std::{
-    any::Any, collections::HashMap, future::Future, panic::AssertUnwindSafe, sync::Arc,
-    time::Instant,
+    collections::HashMap, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Instant,
 };
 
 use futures_util::FutureExt;
@@ -19,7 +18,7 @@ use super::{
 };
 use crate::{
     common::Lookup,
-    front::{FrontRead, Stamp},
+    front::Stamp,
     load::{Deadlines, Join, Leader, Outcome, Timed, Waiter, run_timed},
     policy::Policy,
 };
@@ -116,9 +115,8 @@ impl<C: Codec> Engine<C> {
             }
             let mut to_load = Vec::new();
             for one in led {
-                // A previous flight may have filled L1 between the read and the join (with a
-                // stack, the batch read already saw what it stored).
-                match self.second_look(keys[one.index], &decode).await {
+                // A previous flight may have filled L1 between the read and the join.
+                match self.peek_front(keys[one.index], &decode).await.into_value() {
                     Some(value) => {
                         one.leader.finish(Ok(erased(Some(Arc::clone(&value)))));
                         answers[one.index] = Some(value);
@@ -163,25 +161,6 @@ impl<C: Codec> Engine<C> {
             }
         }
         Ok(answers)
-    }
-
-    /// The value L1 holds for `key`, looked at again only when there is no stack (which the
-    /// batch read already covered).
-    async fn second_look<T, D>(&self, key: &str, decode: &D) -> Option<Arc<T>>
-    where
-        T: Any + Send + Sync,
-        D: Fn(&Bytes) -> Result<tiercache_core::Decoded<T>, tiercache_core::DecodeError> + Sync,
-    {
-        if !self.stack.is_empty() {
-            return None;
-        }
-        match self.front.peek::<T>(key).await {
-            FrontRead::Hit(value) => Some(value),
-            FrontRead::Encoded(encoded) => {
-                self.type_update(key, &encoded, decode).await.into_value()
-            }
-            FrontRead::Negative | FrontRead::Miss | FrontRead::PastDeadline => None,
-        }
     }
 
     /// One loader call for the keys this call leads; fills and answers each, and hands every

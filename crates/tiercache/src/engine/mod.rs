@@ -8,11 +8,14 @@
 //! - [`policy`](crate::policy): the defaults and per-call policies, resolved once per call.
 //!
 //! The files here are the topics of one sequence each: reading (`read.rs`), loading one key
-//! (`compute.rs`) or many (`compute_many.rs`), writing and invalidating (`write.rs`), and
-//! applying what the bus delivers (`receive.rs`).
+//! (`compute.rs`) or many (`compute_many.rs`), what a finished load stores or answers
+//! (`fill.rs`), loads that go on in the background (`handoff.rs`), writing and invalidating
+//! (`write.rs`), and applying what the bus delivers (`receive.rs`).
 
 mod compute;
 mod compute_many;
+mod fill;
+mod handoff;
 mod read;
 mod receive;
 mod write;

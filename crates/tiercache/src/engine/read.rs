@@ -12,7 +12,7 @@ use tiercache_core::{
 
 use super::{Engine, Fallback};
 use crate::{
-    common::Lookup,
+    common::{Lookup, Scope},
     front::{Behind, Encoded, FrontRead, Stamp},
     policy::{Life, Placement, tags_of},
     stack::Found,
@@ -143,8 +143,8 @@ impl<C: Codec> Engine<C> {
         T: Any + Send + Sync,
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError> + Sync,
     {
-        let current = || self.front.is_current(stamp);
-        let below = self.stack.read(key, decode, &current).await;
+        let gate = || self.front.enter(stamp);
+        let below = self.stack.read(key, decode, &gate).await;
         let fallback = below.stale.map(|copy| Fallback { copy, stamp });
         let Some(found) = below.found else {
             return (Lookup::Miss, fallback);
@@ -154,7 +154,9 @@ impl<C: Codec> Engine<C> {
     }
 
     /// Copies a value found below L1 into L1 (when L1 admits it), under `stamp`. Counts a fill
-    /// that an invalidation beat.
+    /// that an invalidation beat. When a copy the stack made of it raced an invalidation (and
+    /// was undone), another read of this instance may have copied that into L1 meanwhile: the
+    /// key goes from L1 again.
     async fn promote<T: Any + Send + Sync>(
         &self,
         key: &str,
@@ -162,6 +164,11 @@ impl<C: Codec> Engine<C> {
         found: &Found<T>,
         eager: EagerRefresh,
     ) {
+        if found.raced {
+            self.counters.fill_rejected();
+            self.front.invalidate(Scope::Key(key)).await;
+            return;
+        }
         if let Some(scale) = self.front.ttl_scale()
             && self.front.admits(key)
         {
@@ -176,6 +183,21 @@ impl<C: Codec> Engine<C> {
         }
         if !self.front.is_current(stamp) {
             self.counters.fill_rejected();
+        }
+    }
+
+    /// A second, uncounted look at L1 by a load's leader before it runs the loader: a previous
+    /// flight may have filled L1 between this caller's miss and its join.
+    pub(super) async fn peek_front<T, D>(&self, key: &str, decode: &D) -> Lookup<T>
+    where
+        T: Any + Send + Sync,
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError> + Sync,
+    {
+        match self.front.peek::<T>(key).await {
+            FrontRead::Hit(value) => Lookup::Hit(value),
+            FrontRead::Negative => Lookup::Negative,
+            FrontRead::Encoded(encoded) => self.type_update(key, &encoded, decode).await,
+            FrontRead::Miss | FrontRead::PastDeadline => Lookup::Miss,
         }
     }
 
@@ -259,8 +281,8 @@ impl<C: Codec> Engine<C> {
         if missing.is_empty() || self.stack.is_empty() {
             return Ok(answers);
         }
-        let current = |index: usize| self.front.is_current(stamps[index]);
-        let below = self.stack.read_many(keys, missing, decode, &current).await;
+        let gate = |index: usize| self.front.enter(stamps[index]);
+        let below = self.stack.read_many(keys, missing, decode, &gate).await;
         for (index, below) in below.into_iter().enumerate() {
             let answer = &mut answers[index];
             if let Some(found) = below.found {

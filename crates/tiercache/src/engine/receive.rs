@@ -94,17 +94,15 @@ impl<C: Codec> Engine<C> {
     }
 
     /// Drops what `scope` covers from L1 and from the in-process tiers below it: L1 first (the
-    /// clock moves, so fills in flight stop), those tiers, then L1 again (so a read that copied
-    /// from them before they were cleaned cannot keep its copy). Without in-process tiers, L1
-    /// once.
+    /// clock moves, so fills in flight stop), those tiers, then L1 again: a read that took its
+    /// stamp after the first move but read L1 itself (a kept copy put back in front) or an
+    /// in-process tier before they were cleaned cannot keep what it read.
     async fn drop_here(&self, scope: Scope<'_>) {
         self.front.invalidate(scope).await;
-        if self.stack.has_in_process_levels() {
-            let written = self.stack.invalidate(scope, Reach::InProcess).await;
-            let settled = self.front.settle(written, &[scope]).await;
-            if let Err(err) = settled.into_result() {
-                tracing::warn!(%err, ?scope, "an in-process tier below L1 could not apply a bus invalidation");
-            }
+        let written = self.stack.invalidate(scope, Reach::InProcess).await;
+        let settled = self.front.settle(written, &[scope]).await;
+        if let Err(err) = settled.into_result() {
+            tracing::warn!(%err, ?scope, "an in-process tier below L1 could not apply a bus invalidation");
         }
     }
 

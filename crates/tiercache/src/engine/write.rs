@@ -17,7 +17,11 @@ use tiercache_core::{
 };
 
 use super::Engine;
-use crate::{common::Scope, policy::WriteSpec, stack::Reach};
+use crate::{
+    common::Scope,
+    policy::WriteSpec,
+    stack::{Reach, Written},
+};
 
 impl<C: Codec> Engine<C> {
     /// `set`: the value in every tier, then on the bus.
@@ -79,7 +83,13 @@ impl<C: Codec> Engine<C> {
                 .insert(stamp, key, Some(Arc::clone(&value)), placement)
                 .await;
         }
-        let written = self.stack.write(key, bytes.as_ref(), spec, None).await;
+        let written = self
+            .stack
+            .write(key, bytes.as_ref(), spec, None, Reach::Every)
+            .await;
+        let written = self
+            .rewrite_in_process(written, key, bytes.as_ref(), spec)
+            .await;
         let settled = self.front.settle_set(written, &[(key, &value)]).await;
         let update = match (self.coherence.updates_up_to(), bytes) {
             (Some(limit), Some(bytes)) if bytes.len() <= limit => Some(bytes),
@@ -141,7 +151,12 @@ impl<C: Codec> Engine<C> {
             .zip(&encoded)
             .filter_map(|((key, _), bytes)| Some((*key, bytes.clone()?)))
             .collect();
-        let written = self.stack.write_many(&batch, &spec).await;
+        let mut written = self.stack.write_many(&batch, &spec).await;
+        for (key, bytes) in &batch {
+            written = self
+                .rewrite_in_process(written, key, Some(bytes), &spec)
+                .await;
+        }
         let ours: Vec<(&str, &Arc<T>)> = entries
             .iter()
             .zip(&values)
@@ -187,6 +202,9 @@ impl<C: Codec> Engine<C> {
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         validate_tag(tag)?;
         let at = unix_millis();
+        // Known before L1 is cleared: an update from another instance that is applied while this
+        // runs checks it after its insert (see `receive.rs`).
+        self.stack.note_tag(tag, Some(at));
         self.invalidate_everywhere(Scope::Tag(tag, at), || Invalidation::Tag {
             tag: tag.to_owned(),
             invalidated_at_ms: at,
@@ -212,8 +230,41 @@ impl<C: Codec> Engine<C> {
     ) -> Result<()> {
         self.front.invalidate(scope).await;
         let written = self.stack.invalidate(scope, Reach::Every).await;
+        let written = if self.stack.has_in_process_levels() {
+            // A read that stamped after the first invalidation may have copied an older value
+            // into an in-process tier from a tier below it before the write landed there.
+            self.front.bump(&[scope]).await;
+            written.and(self.stack.invalidate(scope, Reach::InProcess).await)
+        } else {
+            written
+        };
         let settled = self.front.settle(written, &[scope]).await;
         self.coherence.publish(settled, message).await
+    }
+
+    /// After a `set` wrote the stack, the in-process tiers once more: a read of this instance
+    /// that stamped after the first invalidation may have copied the older value into one of
+    /// them from a tier below before the write landed there. The clock moves first (so such
+    /// copies stop), then the in-process tiers get the new value again under a stamp taken after
+    /// that (an invalidation from elsewhere meanwhile wins over it).
+    async fn rewrite_in_process(
+        &self,
+        written: Written,
+        key: &str,
+        bytes: Option<&Bytes>,
+        spec: &WriteSpec,
+    ) -> Written {
+        if !self.stack.has_in_process_levels() {
+            return written;
+        }
+        self.front.bump(&[Scope::Key(key)]).await;
+        let stamp = self.front.stamp(key);
+        let gate = || self.front.enter(stamp);
+        let again = self
+            .stack
+            .write(key, bytes, spec, Some(&gate), Reach::InProcess)
+            .await;
+        written.and(again)
     }
 
     /// Encodes a value a caller is setting: for the tiers below L1, and for the bus when it

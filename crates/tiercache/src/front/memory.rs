@@ -2,7 +2,7 @@
 //! `Front`, which checks one around every insert, may call them. Without the `moka` feature there
 //! is no store: the type is uninhabited, so `Option<Store>` is always `None`.
 
-use std::{any::Any, sync::Arc, time::Instant};
+use std::{any::Any, sync::Arc};
 
 use tiercache_core::{Result, TierStats};
 
@@ -10,6 +10,13 @@ use super::{Encoded, Kept, Placement};
 use crate::TierOptions;
 
 /// What the store holds for a key, before the front interprets it.
+#[cfg_attr(
+    not(feature = "moka"),
+    expect(
+        dead_code,
+        reason = "without moka there is no store to find anything in"
+    )
+)]
 pub(super) enum Peeked<T> {
     /// A live value of type `T`.
     Value(Arc<T>),
@@ -25,6 +32,8 @@ pub(super) enum Peeked<T> {
 
 #[cfg(feature = "moka")]
 mod imp {
+    use std::time::Instant;
+
     use tiercache_core::TierCounters;
     use tiercache_moka::{MemoryEntry, MemoryTier};
 

@@ -26,7 +26,7 @@ use tiercache_core::{Bytes, Result, TierStats};
 
 use crate::{
     TierOptions,
-    common::{Scope, StaleCopy},
+    common::{FillPass, Scope, StaleCopy},
     policy::{Life, Placement},
     stack::Written,
 };
@@ -274,15 +274,33 @@ impl Front {
         let Some(store) = &self.store else {
             return false;
         };
-        if !self.is_current(stamp) {
+        let Some(pass) = self.clock.enter(stamp) else {
             return false;
-        }
+        };
         let placement = Placement {
             life: placement.life.capped(self.deadline()),
             ..placement
         };
         store.insert(key, value, &placement).await;
+        drop(pass);
         self.undo_if_moved(store, stamp, key).await
+    }
+
+    /// Leave to store for a fill that took `stamp` (into a tier below L1 that lives in this
+    /// process, say), or `None` once an invalidation of its key came since. Invalidations of the
+    /// key wait while the pass is held (see `clock.rs`).
+    pub(crate) fn enter(&self, stamp: Stamp) -> Option<FillPass<'_>> {
+        self.clock.enter(stamp)
+    }
+
+    /// Removes what a fill just stored under `key` when its stamp moved meanwhile. Returns
+    /// whether the store stands.
+    async fn undo_if_moved(&self, store: &Store, stamp: Stamp, key: &str) -> bool {
+        if self.is_current(stamp) {
+            return true;
+        }
+        store.remove(key).await;
+        false
     }
 
     /// Replaces the bytes of a bus update with their typed value, if they are still what L1
@@ -306,7 +324,9 @@ impl Front {
 
     /// Applies a value another instance wrote: the key's clock moves (a load in flight must not
     /// put an older value back), then the bytes go into L1, to be decoded on first read, for
-    /// `ttl` times L1's scale (capped by the max age).
+    /// `ttl` times L1's scale (capped by the max age). The clock moves once more after that, and
+    /// anything but these bytes that a read put there meanwhile (it read L1 before the update
+    /// came) goes.
     pub(crate) async fn apply_update(
         &self,
         key: &str,
@@ -318,32 +338,32 @@ impl Front {
             return;
         };
         self.clock.invalidate_key(key);
-        let stamp = self.clock.stamp(key);
+        self.clock.drain(Some(key)).await;
         let fresh = ttl.mul_f64(store.options().ttl_scale_value());
         let expires_at = Instant::now() + fresh;
         let expires_at = self
             .deadline()
             .map_or(expires_at, |cap| expires_at.min(cap));
         let encoded = Arc::new(Encoded { bytes, expires_at });
-        store.insert_encoded(key, encoded, tags).await;
-        self.undo_if_moved(store, stamp, key).await;
-    }
-
-    async fn undo_if_moved(&self, store: &Store, stamp: Stamp, key: &str) -> bool {
-        if self.is_current(stamp) {
-            return true;
+        store.insert_encoded(key, Arc::clone(&encoded), tags).await;
+        // A read that took its stamp after the first move but read L1 before these bytes came
+        // may be putting what it read there: it stores nothing after this second move, and what
+        // it stored before is not these bytes, so it goes.
+        self.clock.invalidate_key(key);
+        self.clock.drain(Some(key)).await;
+        let still_ours = matches!(
+            store.peek::<()>(key).await,
+            Peeked::Encoded(now) if Arc::ptr_eq(&now, &encoded)
+        );
+        if !still_ours {
+            store.remove(key).await;
         }
-        store.remove(key).await;
-        false
     }
 
     /// Invalidates what `scope` covers: the clock first, so that no fill that read before this
     /// call can store afterwards, then the entries.
     pub(crate) async fn invalidate(&self, scope: Scope<'_>) {
-        match scope {
-            Scope::Key(key) => self.clock.invalidate_key(key),
-            Scope::Prefix(_) | Scope::Tag(..) | Scope::All => self.clock.invalidate_everything(),
-        }
+        self.bump(&[scope]).await;
         let Some(store) = &self.store else {
             return;
         };
@@ -364,6 +384,24 @@ impl Front {
             // everything is safe.
             tracing::warn!(%err, ?scope, "narrow L1 removal failed; emptying L1");
             store.clear();
+        }
+    }
+
+    /// Moves the clock for what `scopes` cover, removing nothing: every read or fill that
+    /// stamped before stores nothing from now on, and those storing now have finished when this
+    /// returns (see `clock.rs`).
+    pub(crate) async fn bump(&self, scopes: &[Scope<'_>]) {
+        for scope in scopes {
+            match scope {
+                Scope::Key(key) => {
+                    self.clock.invalidate_key(key);
+                    self.clock.drain(Some(key)).await;
+                }
+                Scope::Prefix(_) | Scope::Tag(..) | Scope::All => {
+                    self.clock.invalidate_everything();
+                    self.clock.drain(None).await;
+                }
+            }
         }
     }
 
@@ -392,6 +430,7 @@ impl Front {
     ) -> Settled {
         for (key, value) in ours {
             self.clock.invalidate_key(key);
+            self.clock.drain(Some(key)).await;
             let Some(store) = &self.store else {
                 continue;
             };

@@ -38,12 +38,11 @@ impl WriteSpec {
     }
 
     /// The spec of a cached "not found" for `ttl`: neither kept as a fallback nor refreshed
-    /// early, and without tags.
+    /// early; it keeps its tags, so a tag invalidation drops it too.
     pub(crate) fn negative(self, ttl: Duration) -> Self {
         Self {
             ttl,
             policy: self.policy.without_keeping(),
-            tags: None,
             ..self
         }
     }

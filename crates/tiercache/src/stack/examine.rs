@@ -11,14 +11,10 @@ use tiercache_core::{Bytes, DecodeError, Decoded, EagerRefresh, Entry, StoredMet
 
 use super::{Level, Stack, tags::marker_key, tags::marker_time};
 use crate::{
-    common::{Lookup, StaleCopy},
+    common::{FillGate, Lookup, StaleCopy},
     observe,
     policy::{Placement, tags_of},
 };
-
-/// Whether the read that asked is still current: no invalidation of the key has come since it
-/// stamped the clock. Checked before every copy a read makes, and after it.
-pub(crate) type StillCurrent<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// A key as the caller named it and as the levels store it (namespaced).
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +34,9 @@ pub(crate) struct Found<T> {
     read_at: Instant,
     source_scale: f64,
     weight: usize,
+    /// A copy of it made into a level above raced an invalidation and was undone: a read on
+    /// this instance may have copied it from there meanwhile, so the key must go from L1 too.
+    pub(crate) raced: bool,
 }
 
 impl<T> Found<T> {
@@ -80,6 +79,16 @@ impl<T> Default for Below<T> {
     }
 }
 
+/// How a fill's store into one level went.
+pub(super) enum FillStore {
+    /// Not made: an invalidation of the key came before it.
+    Refused,
+    /// Made, with the level's answer.
+    Stored(Result<(), tiercache_core::Error>),
+    /// Made while an invalidation came, and removed again.
+    Undone,
+}
+
 /// One entry a level returned, examined.
 pub(super) enum Accepted<T> {
     Fresh(Found<T>),
@@ -97,7 +106,7 @@ impl Stack {
         keys: Keys<'_>,
         entry: Entry,
         decode: &D,
-        still_current: StillCurrent<'_>,
+        gate: FillGate<'_>,
     ) -> Accepted<T>
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
@@ -143,49 +152,81 @@ impl Stack {
             fresh,
             read_at: now,
             source_scale: level.scale(),
+            raced: false,
         };
-        self.promote(index, keys, &entry.value, &found, still_current)
-            .await;
+        let mut found = found;
+        found.raced = self.promote(index, keys, &entry.value, &found, gate).await;
         Accepted::Fresh(found)
     }
 
     /// Copies an entry found at level `index` into the levels above it that take promotions,
     /// each fresh for the entry's remaining fresh life times (its scale / the source's scale),
-    /// never longer than the entry has left. A copy made while an invalidation of the key came
-    /// is removed again, and no more copies are made.
+    /// never longer than the entry has left. Once an invalidation of the key came, no more
+    /// copies are made (see [`store_for_fill`](Self::store_for_fill)). Returns whether a copy
+    /// was undone.
     async fn promote<T>(
         &self,
         index: usize,
         keys: Keys<'_>,
         bytes: &Bytes,
         found: &Found<T>,
-        still_current: StillCurrent<'_>,
-    ) {
+        gate: FillGate<'_>,
+    ) -> bool {
         let now = found.read_at;
         for level in self.levels[..index]
             .iter()
             .filter(|level| level.promotion.admit(keys.key))
         {
-            if !still_current() {
-                return;
-            }
             let fresh = found
                 .fresh
                 .mul_f64((level.scale() / found.source_scale).min(1.0));
             let expires_at = (now + fresh + found.meta.stale_window).min(found.expires_at);
             let copy = Entry::expiring_at(bytes.clone(), expires_at);
-            let stored_key = keys.stored;
-            if level.tier.set(stored_key, copy).await.is_ok() {
-                level.counters.promotion();
-                level.counters.write();
-            }
-            if !still_current() {
-                // NOTE: a failure is counted and logged by the level's layers; the next read
-                // of the key then misses here, which is the safe outcome.
-                let _removed = level.tier.remove(stored_key).await;
-                return;
+            match self.store_for_fill(level, keys.stored, copy, gate).await {
+                FillStore::Refused => return false,
+                FillStore::Undone => return true,
+                FillStore::Stored(Ok(())) => {
+                    level.counters.promotion();
+                    level.counters.write();
+                }
+                // Counted and logged by the level's layers.
+                FillStore::Stored(Err(_)) => {}
             }
         }
+        false
+    }
+
+    /// Stores `entry` under `stored` at `level` for a fill that `gate` lets through. A level
+    /// inside this process is written while the fill holds its pass, so an invalidation of the
+    /// key waits for the store before it removes anything. A shared level is not held across its
+    /// I/O (an invalidation would wait for a network round trip). Either way the fill asks again
+    /// after the store and removes it when an invalidation came meanwhile (a write by another
+    /// instance that lands in between is what leases are for).
+    pub(super) async fn store_for_fill(
+        &self,
+        level: &Level,
+        stored: &str,
+        entry: Entry,
+        gate: FillGate<'_>,
+    ) -> FillStore {
+        let Some(pass) = gate() else {
+            return FillStore::Refused;
+        };
+        let held = if level.tier.is_shared() {
+            drop(pass);
+            None
+        } else {
+            Some(pass)
+        };
+        let result = level.tier.set(stored, entry).await;
+        drop(held);
+        if gate().is_some() {
+            return FillStore::Stored(result);
+        }
+        // NOTE: a failure is counted and logged by the level's layers; the next read of the key
+        // then misses here, which is the safe outcome.
+        let _removed = level.tier.remove(stored).await;
+        FillStore::Undone
     }
 
     /// Whether a value with `meta`, read from `level`, was written at or before the last

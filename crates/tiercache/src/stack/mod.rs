@@ -16,8 +16,8 @@ mod tags;
 use std::time::Instant;
 
 pub use breaker::CircuitBreaker;
-use examine::{Accepted, Keys};
-pub(crate) use examine::{Below, Found, StillCurrent};
+use examine::{Accepted, FillStore, Keys};
+pub(crate) use examine::{Below, Found};
 pub(crate) use level::Level;
 pub(crate) use tags::MARKER_PREFIX;
 pub use tags::{DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
@@ -26,7 +26,10 @@ use tiercache_core::{
     Bytes, DecodeError, Decoded, Entry, LoadCounters, Namespace, Result, StoredMeta, TierStats,
 };
 
-use crate::{common::Scope, policy::WriteSpec};
+use crate::{
+    common::{FillGate, FillPass, Scope},
+    policy::WriteSpec,
+};
 
 /// Which levels an invalidation reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +48,25 @@ pub(crate) enum Reach {
 #[derive(Debug)]
 pub(crate) struct Written {
     result: Result<()>,
+    /// A store of a fill was made while an invalidation came, and undone.
+    raced: bool,
 }
 
 impl Written {
+    /// Both writes' outcome: the first failure of either, this one's first.
+    pub(crate) fn and(self, later: Written) -> Written {
+        Written {
+            result: self.result.and(later.result),
+            raced: self.raced || later.raced,
+        }
+    }
+
+    /// Whether a store of the fill raced an invalidation and was undone: a read on this
+    /// instance may have copied it meanwhile, so the key must go from L1 too.
+    pub(crate) fn raced(&self) -> bool {
+        self.raced
+    }
+
     /// The first failure of the write, if any.
     pub(crate) fn into_result(self) -> Result<()> {
         self.result
@@ -57,6 +76,7 @@ impl Written {
 fn written(first_error: Option<tiercache_core::Error>) -> Written {
     Written {
         result: first_error.map_or(Ok(()), Err),
+        raced: false,
     }
 }
 
@@ -107,12 +127,7 @@ impl Stack {
     /// Reads `key` top-down: the first fresh entry that decodes is promoted into the levels
     /// above it and returned; the first stale one met on the way is the fallback. A failing
     /// level or undecodable bytes count against that level and read as a miss.
-    pub(crate) async fn read<T, D>(
-        &self,
-        key: &str,
-        decode: &D,
-        still_current: StillCurrent<'_>,
-    ) -> Below<T>
+    pub(crate) async fn read<T, D>(&self, key: &str, decode: &D, gate: FillGate<'_>) -> Below<T>
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
     {
@@ -135,7 +150,7 @@ impl Stack {
                 // Counted and logged by the level's layers; a broken level reads as a miss.
                 Err(_) => continue,
             };
-            match self.accept(index, keys, entry, decode, still_current).await {
+            match self.accept(index, keys, entry, decode, gate).await {
                 Accepted::Fresh(found) => {
                     below.found = Some(found);
                     return below;
@@ -152,13 +167,14 @@ impl Stack {
     /// Reads the keys of `keys` at `wanted` (indices) top-down, with one batch read per level
     /// for the keys still missing there (on Redis, one `MGET` per hash slot). Each entry goes
     /// through the same routine as a single read. One answer per key of `keys`, in order (empty
-    /// for keys not wanted); `still_current(i)` says whether the read of `keys[i]` still is.
-    pub(crate) async fn read_many<T, D>(
-        &self,
+    /// for keys not wanted); `gate(i)` lets the copies of `keys[i]` through (see
+    /// [`read`](Self::read)).
+    pub(crate) async fn read_many<'a, T, D>(
+        &'a self,
         keys: &[&str],
         wanted: Vec<usize>,
         decode: &D,
-        still_current: &(dyn Fn(usize) -> bool + Sync),
+        gate: &'a (dyn Fn(usize) -> Option<FillPass<'a>> + Sync),
     ) -> Vec<Below<T>>
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
@@ -197,8 +213,8 @@ impl Stack {
                     key: keys[i],
                     stored: &stored[i],
                 };
-                let current = || still_current(i);
-                match self.accept(index, keys, entry, decode, &current).await {
+                let gate_of_key = || gate(i);
+                match self.accept(index, keys, entry, decode, &gate_of_key).await {
                     Accepted::Fresh(found) => answers[i].found = Some(found),
                     Accepted::Stale(stale) => {
                         answers[i].stale.get_or_insert(stale);
@@ -212,40 +228,45 @@ impl Stack {
         answers
     }
 
-    /// Writes `bytes` under `key` to every level, top-down, as `spec` says (`None`: there is
-    /// nothing to write, because no level needed the value encoded). With
-    /// `still_current` (a fill after a load), nothing more is written once an invalidation of
-    /// the key has come, and a write made while one came is removed again. Every level is tried;
-    /// the first failure is returned.
+    /// Writes `bytes` under `key` to the levels `reach` names, top-down, as `spec` says (`None`:
+    /// there is nothing to write, because no level needed the value encoded). With
+    /// `still_current` (a fill after a load, or a write redone), nothing more is written once an
+    /// invalidation of the key came, and a store made while one came is removed again (and the
+    /// [`Written`] says so). Every level is tried; the first failure is returned.
     pub(crate) async fn write(
         &self,
         key: &str,
         bytes: Option<&Bytes>,
         spec: &WriteSpec,
-        still_current: Option<StillCurrent<'_>>,
+        gate: Option<FillGate<'_>>,
+        reach: Reach,
     ) -> Written {
         let Some(bytes) = bytes else {
             return written(None);
         };
         let now = Instant::now();
         let stored = self.namespace.apply(key);
-        let current = || still_current.is_none_or(|current| current());
         let mut first_error = None;
-        for level in &self.levels {
-            if !current() {
-                break;
-            }
+        for level in self.reached(reach) {
             let entry = spec.entry(bytes.clone(), level.scale(), now);
-            match level.tier.set(&stored, entry).await {
+            let result = match gate {
+                Some(gate) => match self.store_for_fill(level, &stored, entry, gate).await {
+                    FillStore::Stored(result) => result,
+                    FillStore::Refused => break,
+                    FillStore::Undone => {
+                        return Written {
+                            result: first_error.map_or(Ok(()), Err),
+                            raced: true,
+                        };
+                    }
+                },
+                None => level.tier.set(&stored, entry).await,
+            };
+            match result {
                 Ok(()) => level.counters.write(),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
-            }
-            if !current() {
-                // NOTE: a failure is counted and logged by the level's layers.
-                let _removed = level.tier.remove(&stored).await;
-                break;
             }
         }
         written(first_error)
@@ -291,10 +312,7 @@ impl Stack {
             Scope::All => self.namespace.prefix().to_owned(),
         };
         let mut first_error = None;
-        for level in &self.levels {
-            if reach == Reach::InProcess && level.tier.is_shared() {
-                continue;
-            }
+        for level in self.reached(reach) {
             let done = match scope {
                 Scope::Key(_) => level.tier.remove(&stored).await,
                 Scope::Prefix(_) => level.tier.remove_prefix(&stored).await.map(drop),
@@ -310,6 +328,13 @@ impl Stack {
             }
         }
         written(first_error)
+    }
+
+    /// The levels `reach` names, top-down.
+    fn reached(&self, reach: Reach) -> impl Iterator<Item = &Level> {
+        self.levels
+            .iter()
+            .filter(move |level| reach == Reach::Every || !level.tier.is_shared())
     }
 
     /// Whether the stack has levels inside this process (see [`Reach::InProcess`]).
@@ -335,5 +360,189 @@ impl Stack {
     /// was invalidated at or after the value was written. Reads no tier.
     pub(crate) fn known_invalidated(&self, meta: &StoredMeta) -> bool {
         self.tags.known_invalidated(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::{Duration, Instant},
+    };
+
+    use tiercache_core::{EntryOptions, Tier};
+    use tiercache_testkit::MapTier;
+
+    use super::*;
+    use crate::{TierOptions, policy::Defaults};
+
+    /// A stack over `tiers`, top-down, in namespace "ns".
+    fn stack(tiers: &[Arc<dyn Tier>]) -> Stack {
+        let levels = tiers
+            .iter()
+            .map(|tier| Level::new(Arc::clone(tier), TierOptions::new()))
+            .collect();
+        let namespace = Namespace::new("ns").unwrap();
+        let tags = (Duration::from_secs(1), Duration::from_secs(60));
+        Stack::new(levels, namespace, tags, Arc::default())
+    }
+
+    fn raw(bytes: &Bytes) -> Result<Decoded<Bytes>, DecodeError> {
+        Ok(Decoded::Value(bytes.clone()))
+    }
+
+    /// Lets the first `passes` asks through, then none.
+    struct Gate {
+        storing: std::sync::atomic::AtomicU32,
+        asked: AtomicUsize,
+        passes: usize,
+    }
+
+    impl Gate {
+        fn new(passes: usize) -> Self {
+            Self {
+                storing: std::sync::atomic::AtomicU32::new(0),
+                asked: AtomicUsize::new(0),
+                passes,
+            }
+        }
+
+        fn enter(&self) -> Option<FillPass<'_>> {
+            self.storing.fetch_add(1, Ordering::SeqCst);
+            let pass = FillPass::counted(&self.storing);
+            (self.asked.fetch_add(1, Ordering::SeqCst) < self.passes).then_some(pass)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hit_below_is_promoted_up_without_outliving_it() {
+        let (upper, lower) = (MapTier::new("upper"), MapTier::new("lower"));
+        let stack = stack(&[Arc::new(upper.clone()), Arc::new(lower.clone())]);
+        let expires_at = Instant::now() + Duration::from_secs(30);
+        lower.put_raw("ns:k", Bytes::from_static(b"v"), expires_at);
+
+        let gate = Gate::new(usize::MAX);
+        let below = stack.read("k", &raw, &|| gate.enter()).await;
+        let found = below.found.expect("a fresh entry below");
+        assert_eq!(found.value.as_deref(), Some(&Bytes::from_static(b"v")));
+        let copy = upper.raw("ns:k").expect("promoted into the level above");
+        assert!(
+            copy.expires_at <= expires_at,
+            "a copy never outlives its source"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_made_while_an_invalidation_came_is_removed_again() {
+        let (upper, lower) = (MapTier::new("upper"), MapTier::new("lower"));
+        let stack = stack(&[Arc::new(upper.clone()), Arc::new(lower.clone())]);
+        lower.put_raw(
+            "ns:k",
+            Bytes::from_static(b"old"),
+            Instant::now() + Duration::from_secs(30),
+        );
+        // Current when the copy starts, no longer once it is written.
+        let gate = Gate::new(1);
+        let below = stack.read("k", &raw, &|| gate.enter()).await;
+        let found = below.found.expect("the reader still gets its answer");
+        assert!(found.raced, "the read says its copy raced an invalidation");
+        assert!(upper.raw("ns:k").is_none(), "the racing copy was undone");
+    }
+
+    #[tokio::test]
+    async fn a_guarded_fill_stops_once_an_invalidation_came() {
+        let (upper, lower) = (MapTier::new("upper"), MapTier::new("lower"));
+        let stack = stack(&[Arc::new(upper.clone()), Arc::new(lower.clone())]);
+        let spec = Defaults::default().write_spec(&EntryOptions::default(), Duration::ZERO);
+        let gate = Gate::new(1);
+        let bytes = Bytes::from_static(b"loaded");
+        let written = stack
+            .write(
+                "k",
+                Some(&bytes),
+                &spec,
+                Some(&|| gate.enter()),
+                Reach::Every,
+            )
+            .await;
+        written.into_result().unwrap();
+        assert!(
+            upper.raw("ns:k").is_none(),
+            "the level written meanwhile was undone"
+        );
+        assert!(
+            lower.raw("ns:k").is_none(),
+            "no level is written after that"
+        );
+    }
+
+    #[cfg(feature = "moka")]
+    #[tokio::test]
+    async fn an_invalidation_from_elsewhere_reaches_only_in_process_levels() {
+        let local = tiercache_moka::MokaTier::new(100);
+        let shared = MapTier::new("shared");
+        let stack = stack(&[Arc::new(local.clone()), Arc::new(shared.clone())]);
+        let spec = Defaults::default().write_spec(&EntryOptions::default(), Duration::ZERO);
+        let bytes = Bytes::from_static(b"v");
+        stack
+            .write("k", Some(&bytes), &spec, None, Reach::Every)
+            .await
+            .into_result()
+            .unwrap();
+
+        let done = stack.invalidate(Scope::Key("k"), Reach::InProcess).await;
+        done.into_result().unwrap();
+        assert!(
+            local.get("ns:k").await.unwrap().is_none(),
+            "in-process level"
+        );
+        assert!(
+            shared.raw("ns:k").is_some(),
+            "the shared level is the sender's"
+        );
+
+        let done = stack.invalidate(Scope::Tag("t", 7), Reach::InProcess).await;
+        done.into_result().unwrap();
+        let marker = local.get("ns:\u{1}tag:t").await.unwrap().expect("marker");
+        assert_eq!(marker.value, Bytes::from_static(b"7"));
+        assert!(shared.raw("ns:\u{1}tag:t").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_tagged_value_written_before_its_tags_marker_reads_as_a_miss() {
+        let tier = MapTier::new("only");
+        let stack = stack(&[Arc::new(tier.clone())]);
+        let mut meta = StoredMeta::default();
+        meta.ttl = Duration::from_secs(30);
+        meta.written_at_ms = 1_000;
+        meta.tags = vec!["t".to_owned()];
+        let envelope = tiercache_core::Envelope::new(tiercache_core::JsonCodec, 0);
+        let bytes = envelope.encode_with("k", &5_u32, &meta).unwrap();
+        tier.put_raw("ns:k", bytes, Instant::now() + Duration::from_secs(30));
+        let decode = |bytes: &Bytes| envelope.decode::<u32>(bytes);
+
+        let gate = Gate::new(usize::MAX);
+        assert!(
+            stack
+                .read("k", &decode, &|| gate.enter())
+                .await
+                .found
+                .is_some()
+        );
+        stack
+            .invalidate(Scope::Tag("t", 2_000), Reach::Every)
+            .await
+            .into_result()
+            .unwrap();
+        assert!(
+            stack
+                .read("k", &decode, &|| gate.enter())
+                .await
+                .found
+                .is_none()
+        );
     }
 }
