@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use tiercache_core::{CacheStats, Codec, TierStats};
-
-use crate::Cache;
+use tiercache_core::{CacheStats, TierStats};
 
 /// Publishes `stats` for the cache named `cache`.
 pub(crate) fn record(stats: &CacheStats, cache: &str) {
@@ -69,14 +67,4 @@ fn record_tier(tier: &TierStats, cache: &str) {
 pub(crate) fn record_propagation_lag(cache: &str, lag: Duration) {
     metrics::histogram!("tiercache_bus_propagation_lag_seconds", "cache" => cache.to_owned())
         .record(lag.as_secs_f64());
-}
-
-impl<C: Codec> Cache<C> {
-    /// Publishes the cache's stats now through the `metrics` crate facade (counters named
-    /// `tiercache_*_total`, labelled `cache` with the namespace and, per tier, `tier`). Call it
-    /// from your own scrape hook, or let [`CacheBuilder::metrics_every`](crate::CacheBuilder::metrics_every)
-    /// do it on a timer.
-    pub fn record_metrics(&self) {
-        record(&self.stats(), self.namespace());
-    }
 }

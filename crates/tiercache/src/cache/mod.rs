@@ -354,6 +354,15 @@ impl<C: Codec> Cache<C> {
         observe::traced(call_span!("clear", ""), call, observe::no_hit).await
     }
 
+    /// Publishes the cache's stats now through the `metrics` crate facade (counters named
+    /// `tiercache_*_total`, labelled `cache` with the namespace and, per tier, `tier`). Call it
+    /// from your own scrape hook, or let [`CacheBuilder::metrics_every`](crate::CacheBuilder::metrics_every)
+    /// do it on a timer.
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        crate::metrics::record(&self.stats(), self.namespace());
+    }
+
     /// The engine behind the handle, for the handle's other files.
     pub(crate) fn engine(&self) -> &Arc<Engine<C>> {
         &self.engine

@@ -1,12 +1,13 @@
 //! The front: the typed L1 and the invalidation clock that guards it.
 //!
 //! One rule lives here: **every value that goes into L1 carries the [`Stamp`] its writer took
-//! before it read the value**. [`Front::insert`] (and the update and re-front forms) stores only
-//! while the stamp is current, checks it again after the store and undoes the store if an
-//! invalidation came in between. The moka store's own inserts are private to this module, so an
-//! unguarded insert does not compile anywhere else. Every invalidation goes through
-//! [`Front::invalidate`]: the clock moves first, entries go second. Whichever way an insert and
-//! an invalidation interleave, the older value does not survive (see `clock.rs`).
+//! before it read the value**. [`Front::insert`] (and the update and re-front forms) enters the
+//! clock with the stamp and stores while it holds the pass, then checks again and undoes the
+//! store if an invalidation came in between. The moka store's own inserts are private to this
+//! module, so an unguarded insert does not compile anywhere else. Every invalidation goes
+//! through [`Front::invalidate`] (or [`Front::bump`]): the clock moves first, the stores already
+//! let in end, entries go last. Whichever way an insert and an invalidation interleave, the older
+//! value does not survive, and nothing lands after the invalidation returned (see `clock.rs`).
 //!
 //! The L1 max age is applied here too: no entry lives longer than it, whatever its TTL.
 
