@@ -71,7 +71,7 @@ impl<C: Codec> Engine<C> {
             .await;
         if written.raced() {
             // A read of this instance may have copied the undone store into L1 meanwhile.
-            self.front.invalidate(Scope::Key(key)).await;
+            self.drop_here(Scope::Key(key)).await;
         }
         // NOTE: failures were counted and logged per tier; the caller has its value.
         let _tier_failure = written.into_result();

@@ -166,7 +166,7 @@ impl<C: Codec> Engine<C> {
     ) {
         if found.raced {
             self.counters.fill_rejected();
-            self.front.invalidate(Scope::Key(key)).await;
+            self.drop_here(Scope::Key(key)).await;
             return;
         }
         if let Some(scale) = self.front.ttl_scale()

@@ -93,11 +93,12 @@ impl<C: Codec> Engine<C> {
         }
     }
 
-    /// Drops what `scope` covers from L1 and from the in-process tiers below it: L1 first (the
+    /// Drops what `scope` covers from L1 and from the in-process tiers below it (what another
+    /// instance changed, or what a fill of this one stored while an invalidation came): L1 first (the
     /// clock moves, so fills in flight stop), those tiers, then L1 again: a read that took its
     /// stamp after the first move but read L1 itself (a kept copy put back in front) or an
     /// in-process tier before they were cleaned cannot keep what it read.
-    async fn drop_here(&self, scope: Scope<'_>) {
+    pub(super) async fn drop_here(&self, scope: Scope<'_>) {
         self.front.invalidate(scope).await;
         let written = self.stack.invalidate(scope, Reach::InProcess).await;
         let settled = self.front.settle(written, &[scope]).await;
@@ -135,6 +136,11 @@ impl<C: Codec> Engine<C> {
         self.front
             .apply_update(key, value, ttl, tags_of(&meta))
             .await;
+        // A tag invalidation here may have cleared L1 between the check above and the insert.
+        // It records the tag's time before it clears, so one of the two checks sees it.
+        if self.known_tag_invalidated(&meta) {
+            self.drop_here(Scope::Key(key)).await;
+        }
     }
 
     /// Empties L1 and the in-process tiers below it after the bus may have lost messages, and

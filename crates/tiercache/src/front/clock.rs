@@ -110,7 +110,10 @@ impl InvalidationClock {
         for shard in shards {
             while shard.storing.load(Ordering::SeqCst) != 0 {
                 if Instant::now() >= deadline {
-                    tracing::debug!("fills still storing after the drain limit; going on");
+                    tracing::warn!(
+                        limit = ?DRAIN_LIMIT,
+                        "fills were still storing when an invalidation's wait for them ended; going on (each undoes its store when it sees the invalidation)"
+                    );
                     return;
                 }
                 tokio::task::yield_now().await;

@@ -28,7 +28,7 @@ use tiercache_core::{Bytes, Result, TierStats};
 use crate::{
     TierOptions,
     common::{FillPass, Scope, StaleCopy},
-    policy::{Life, Placement},
+    policy::Placement,
     stack::Written,
 };
 
@@ -210,9 +210,9 @@ impl Front {
         }
     }
 
-    /// After [`FrontRead::PastDeadline`]: the copy behind the entry. A copy still fresh is put
-    /// back in front until it stops being fresh (the refresh the caller may start replaces it
-    /// before then). Counts the hit or miss.
+    /// After [`FrontRead::PastDeadline`]: the copy behind the entry, fresh (the caller answers
+    /// with it and refreshes) or stale (a fail-safe fallback, with the stamp taken before it was
+    /// read). Counts the hit or miss.
     pub(crate) async fn behind<T: Any + Send + Sync>(&self, key: &str) -> Behind<T> {
         let Some(store) = &self.store else {
             return Behind::Nothing;
@@ -221,19 +221,14 @@ impl Front {
         match store.kept::<T>(key).await {
             Some(Kept {
                 value,
-                fresh_until: Some(fresh_until),
-                keep_until,
-                tags,
+                fresh_until: Some(_),
+                ..
             }) => {
+                // NOTE: not put back in front: what is read here is L1's own entry, and an
+                // invalidation that moved the clock before this read's stamp may be about to
+                // remove it. The refresh the caller starts replaces it under its own stamp.
                 store.counters().hit();
                 crate::observe::answered_by(store.name());
-                let placement = Placement {
-                    life: Life::serving_until(fresh_until, keep_until),
-                    weight: None,
-                    tags,
-                };
-                self.insert(stamp, key, Some(Arc::clone(&value)), placement)
-                    .await;
                 Behind::Fresh(value)
             }
             Some(kept) => {
@@ -386,6 +381,17 @@ impl Front {
             tracing::warn!(%err, ?scope, "narrow L1 removal failed; emptying L1");
             store.clear();
         }
+        // The clock moves once more after the removal: a read that took its stamp after the
+        // first move but read L1 itself before the removal (a fail-safe fallback, say) cannot
+        // put what it read back.
+        self.move_clock(scope);
+    }
+
+    fn move_clock(&self, scope: Scope<'_>) {
+        match scope {
+            Scope::Key(key) => self.clock.invalidate_key(key),
+            Scope::Prefix(_) | Scope::Tag(..) | Scope::All => self.clock.invalidate_everything(),
+        }
     }
 
     /// Moves the clock for what `scopes` cover, removing nothing: every read or fill that
@@ -393,16 +399,12 @@ impl Front {
     /// returns (see `clock.rs`).
     pub(crate) async fn bump(&self, scopes: &[Scope<'_>]) {
         for scope in scopes {
-            match scope {
-                Scope::Key(key) => {
-                    self.clock.invalidate_key(key);
-                    self.clock.drain(Some(key)).await;
-                }
-                Scope::Prefix(_) | Scope::Tag(..) | Scope::All => {
-                    self.clock.invalidate_everything();
-                    self.clock.drain(None).await;
-                }
-            }
+            self.move_clock(*scope);
+            let shard = match scope {
+                Scope::Key(key) => Some(*key),
+                Scope::Prefix(_) | Scope::Tag(..) | Scope::All => None,
+            };
+            self.clock.drain(shard).await;
         }
     }
 
@@ -461,6 +463,7 @@ mod tests {
     use tiercache_moka::MemoryTier;
 
     use super::*;
+    use crate::policy::Life;
 
     fn front() -> Front {
         Front::new(Some((MemoryTier::new(100), TierOptions::new())), None)
