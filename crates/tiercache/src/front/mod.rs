@@ -353,6 +353,8 @@ impl Front {
         );
         if !still_ours {
             store.remove(key).await;
+            // As after any removal: a read that read L1 before it cannot put that back.
+            self.clock.invalidate_key(key);
         }
     }
 
@@ -440,6 +442,8 @@ impl Front {
             let still_ours = matches!(store.peek::<T>(key).await, Peeked::Value(now) if Arc::ptr_eq(&now, value));
             if !still_ours {
                 store.remove(key).await;
+                // As after any removal: a read that read L1 before it cannot put that back.
+                self.clock.invalidate_key(key);
             }
         }
         Settled {

@@ -10,9 +10,12 @@
 //! key stays stuck. A waiter whose leader went away without a result joins again, and one of them
 //! becomes the next leader.
 
-use std::{any::Any, sync::Arc};
+use std::{
+    any::Any,
+    collections::{HashMap, hash_map::Entry as MapEntry},
+    sync::{Arc, Mutex, PoisonError},
+};
 
-use scc::hash_map::Entry as MapEntry;
 use tiercache_core::Error;
 use tokio::sync::watch;
 
@@ -29,7 +32,11 @@ struct Registration<Ticket> {
     ticket: Ticket,
 }
 
-type InFlight<Ticket> = Arc<scc::HashMap<String, Registration<Ticket>>>;
+/// The registrations, behind a plain mutex held for a lookup or an insert only, never across an
+/// `.await`: a leader's `Drop` removes its registration synchronously, and a lock that async
+/// tasks can hold while parked (as scc's async entries can) would let a dropping leader block a
+/// worker thread on a task that needs that thread to run.
+type InFlight<Ticket> = Arc<Mutex<HashMap<String, Registration<Ticket>>>>;
 
 /// The loads in flight, by key. Shared, so a leader can move into a background task.
 #[derive(Debug)]
@@ -61,7 +68,11 @@ impl<Ticket: Send + Sync + 'static> Flights<Ticket> {
         ticket: Ticket,
         is_current: impl Fn(&Ticket) -> bool,
     ) -> Join<Ticket> {
-        let (sender, receiver) = match self.in_flight.entry_async(key.to_owned()).await {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (sender, receiver) = match in_flight.entry(key.to_owned()) {
             MapEntry::Occupied(entry) if is_current(&entry.get().ticket) => {
                 return Join::Wait(Waiter(entry.get().outcome.clone()));
             }
@@ -75,13 +86,14 @@ impl<Ticket: Send + Sync + 'static> Flights<Ticket> {
             }
             MapEntry::Vacant(entry) => {
                 let (sender, receiver) = watch::channel(None);
-                entry.insert_entry(Registration {
+                entry.insert(Registration {
                     outcome: receiver.clone(),
                     ticket,
                 });
                 (sender, receiver)
             }
         };
+        drop(in_flight);
         Join::Lead(Leader {
             in_flight: Arc::clone(&self.in_flight),
             key: key.to_owned(),
@@ -92,7 +104,10 @@ impl<Ticket: Send + Sync + 'static> Flights<Ticket> {
 
     /// Loads in flight now.
     pub(crate) fn len(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -115,10 +130,16 @@ impl<Ticket> Leader<Ticket> {
 impl<Ticket> Drop for Leader<Ticket> {
     fn drop(&mut self) {
         // Remove only our own registration: a later flight for the same key may already exist.
-        let registered = &self.registered;
-        self.in_flight.remove_if_sync(&self.key, |registration| {
-            registration.outcome.same_channel(registered)
-        });
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|registration| registration.outcome.same_channel(&self.registered))
+        {
+            in_flight.remove(&self.key);
+        }
     }
 }
 

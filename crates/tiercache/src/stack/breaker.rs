@@ -67,7 +67,17 @@ impl<T: Tier> WithBreaker<T> {
         }
     }
 
-    async fn call<R>(&self, key: &str, call: impl Future<Output = Result<R>>) -> Result<R> {
+    /// The tier inside.
+    pub(super) fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// Runs one call of the tier inside through the breaker.
+    pub(super) async fn call<R>(
+        &self,
+        key: &str,
+        call: impl Future<Output = Result<R>>,
+    ) -> Result<R> {
         let Some(permit) = self.breaker.acquire() else {
             self.counters.skip();
             return Err(Error::Unavailable {

@@ -19,7 +19,13 @@ impl<T: Tier> WithErrorCounts<T> {
         Self { inner, counters }
     }
 
-    async fn call<R>(
+    /// The tier inside.
+    pub(super) fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// Runs one call of the tier inside, counting and logging its failure.
+    pub(super) async fn call<R>(
         &self,
         operation: &'static str,
         key: &str,

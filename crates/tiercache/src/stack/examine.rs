@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, DecodeError, Decoded, EagerRefresh, Entry, StoredMeta};
+use tiercache_core::{Bytes, DecodeError, Decoded, EagerRefresh, Entry, StoredMeta, Tier};
 
 use super::{Level, Stack, tags::marker_key, tags::marker_time};
 use crate::{
@@ -249,7 +249,7 @@ impl Stack {
             .map(|tag| self.namespace.apply(&marker_key(tag)))
             .collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let Ok(markers) = level.tier.get_many(&keys).await else {
+        let Ok(markers) = level.get_many(&keys).await else {
             return true;
         };
         let mut invalidated = false;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tiercache_core::{Tier, TierCounters, TierStats};
+use tiercache_core::{Entry, Result, Tier, TierCounters, TierStats};
 
 use super::{
     breaker::{Breaker, WithBreaker},
@@ -11,12 +11,15 @@ use super::{
 };
 use crate::{TierOptions, policy::Gate};
 
+/// A tier inside its layers, outermost first: the circuit breaker, then the error counts. The
+/// stacking order is the call order: a call the breaker skips is not a tier failure.
+type Layered = WithBreaker<WithErrorCounts<Arc<dyn Tier>>>;
+
 /// One tier below L1, as the stack calls it.
 #[derive(Debug)]
 pub(crate) struct Level {
-    /// The tier inside its layers, outermost first: the circuit breaker, then the error counts.
-    /// The stacking order is the call order: a call the breaker skips is not a tier failure.
-    pub(super) tier: Arc<dyn Tier>,
+    /// The tier inside its layers (a `Tier` itself).
+    pub(super) tier: Layered,
     pub(super) options: TierOptions,
     pub(super) counters: Arc<TierCounters>,
     /// Decides which hits below are copied into this tier.
@@ -34,13 +37,30 @@ impl Level {
         let counted = WithErrorCounts::new(tier, Arc::clone(&counters));
         let guarded = WithBreaker::new(counted, Arc::clone(&breaker), Arc::clone(&counters));
         Self {
-            tier: Arc::new(guarded),
+            tier: guarded,
             promotion: Gate::new(options.promotion_value()),
             options,
             counters,
             breaker,
             name,
         }
+    }
+
+    /// The read of every lookup below L1: through the same layers, in the same order, but with
+    /// their call routines composed directly, so that only the tier's own future is boxed (each
+    /// layer's `Tier::get` would box one more).
+    pub(super) async fn get(&self, stored: &str) -> Result<Option<Entry>> {
+        let counted = self.tier.inner();
+        let read = counted.call("get", stored, counted.inner().get(stored));
+        self.tier.call(stored, read).await
+    }
+
+    /// The batch read, composed like [`get`](Self::get).
+    pub(super) async fn get_many(&self, stored: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let counted = self.tier.inner();
+        let first = stored.first().copied().unwrap_or_default();
+        let read = counted.call("get_many", first, counted.inner().get_many(stored));
+        self.tier.call(first, read).await
     }
 
     pub(crate) fn name(&self) -> &str {

@@ -23,7 +23,8 @@ pub(crate) use tags::MARKER_PREFIX;
 pub use tags::{DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
 use tags::{TagClock, marker_key};
 use tiercache_core::{
-    Bytes, DecodeError, Decoded, Entry, LoadCounters, Namespace, Result, StoredMeta, TierStats,
+    Bytes, DecodeError, Decoded, Entry, LoadCounters, Namespace, Result, StoredMeta, Tier,
+    TierStats,
 };
 
 use crate::{
@@ -141,7 +142,7 @@ impl Stack {
             stored: &stored,
         };
         for (index, level) in self.levels.iter().enumerate() {
-            let entry = match level.tier.get(&stored).await {
+            let entry = match level.get(&stored).await {
                 Ok(Some(entry)) => entry,
                 Ok(None) => {
                     level.counters.miss();
@@ -187,7 +188,7 @@ impl Stack {
                 break;
             }
             let asked: Vec<&str> = missing.iter().map(|&i| stored[i].as_str()).collect();
-            let entries = match level.tier.get_many(&asked).await {
+            let entries = match level.get_many(&asked).await {
                 Ok(entries) if entries.len() == asked.len() => entries,
                 Ok(entries) => {
                     level.counters.error();
@@ -373,7 +374,7 @@ mod tests {
         time::{Duration, Instant},
     };
 
-    use tiercache_core::{EntryOptions, Tier};
+    use tiercache_core::EntryOptions;
     use tiercache_testkit::MapTier;
 
     use super::*;
