@@ -105,3 +105,66 @@ async fn every_public_async_method_returns_a_send_future() {
         call.await.unwrap().unwrap();
     }
 }
+
+/// Every public async method of the streams and bus handles returns a `Send` future: this
+/// function only has to type-check (it needs a Redis to run), so the file fails to compile when
+/// one of them stops being `Send`.
+#[cfg(all(feature = "streams", feature = "bus"))]
+#[expect(dead_code, reason = "a compile-time check: it only has to type-check")]
+fn streams_and_bus_futures_are_send(
+    streams: &tiercache::Streams,
+    reader: &tiercache::streams::EventReader<u64, tiercache::JsonCodec>,
+    group: &tiercache::streams::ConsumerGroup<u64, tiercache::JsonCodec>,
+    field_reader: &tiercache::streams::FieldReader,
+    field_group: &tiercache::streams::FieldGroup,
+    id: tiercache::streams::EntryId,
+) {
+    use std::time::Duration;
+
+    use tiercache::streams::GroupStart;
+
+    let wait = Duration::from_millis(1);
+    drop(assert_send(tiercache::Streams::connect(
+        "redis://127.0.0.1:1",
+    )));
+    drop(assert_send(tiercache::RedisBus::connect(
+        "redis://127.0.0.1:1",
+    )));
+    drop(assert_send(tiercache::RedisTrackingBus::connect(
+        "redis://127.0.0.1:1",
+    )));
+    drop(assert_send(tiercache::RedisStreamBus::connect(
+        "redis://127.0.0.1:1",
+    )));
+
+    let fields = streams.fields("k");
+    drop(assert_send(fields.publish(&[("a", "b")])));
+    drop(assert_send(fields.latest(1)));
+    drop(assert_send(fields.read_after(id, 1)));
+    drop(assert_send(fields.contains(id)));
+    drop(assert_send(fields.newest_id()));
+    drop(assert_send(fields.entry_count()));
+    drop(assert_send(fields.reader()));
+    drop(assert_send(fields.group("g", "c")));
+    drop(assert_send(field_reader.read_after(id, 1, wait)));
+    drop(assert_send(field_group.create(GroupStart::New)));
+    drop(assert_send(field_group.read(Some(wait))));
+    drop(assert_send(field_group.ack(&[id])));
+    drop(assert_send(field_group.pending()));
+    drop(assert_send(field_group.claim_idle(wait)));
+    drop(assert_send(field_group.dead_letter_entry(id, "dead")));
+
+    let typed = streams.typed::<u64>("t");
+    drop(assert_send(typed.publish(&1)));
+    drop(assert_send(typed.latest(1)));
+    drop(assert_send(typed.read_after(id, 1)));
+    drop(assert_send(typed.reader()));
+    drop(assert_send(typed.group("g", "c")));
+    drop(assert_send(reader.read_after(id, 1, wait)));
+    drop(assert_send(group.create(GroupStart::New)));
+    drop(assert_send(group.read(Some(wait))));
+    drop(assert_send(group.ack(&[id])));
+    drop(assert_send(group.pending()));
+    drop(assert_send(group.claim_idle(wait)));
+    drop(assert_send(group.dead_letter_entry(id, "dead")));
+}
