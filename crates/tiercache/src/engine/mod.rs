@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 pub(crate) use compute::Negatives;
 pub(crate) use receive::Receiver;
-use tiercache_core::{BusScope, CacheStats, Envelope, LoadCounters, Result, StoredMeta};
+use tiercache_core::{BusScope, CacheStats, Envelope, LoadCounters, Result};
 
 use crate::{
     coherence::Coherence,
@@ -146,11 +146,5 @@ impl<C: tiercache_core::Codec> Engine<C> {
                 crate::metrics::record(&engine.stats(), engine.namespace());
             }
         });
-    }
-
-    /// Whether a value with header `meta` is known to be tagged with a tag invalidated after it
-    /// was written.
-    fn known_tag_invalidated(&self, meta: &StoredMeta) -> bool {
-        self.stack.known_invalidated(meta)
     }
 }

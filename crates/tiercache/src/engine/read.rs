@@ -150,7 +150,7 @@ impl<C: Codec> Engine<C> {
             return (Lookup::Miss, fallback);
         };
         self.promote(key, stamp, &found, eager).await;
-        (found.lookup(), fallback)
+        (found.into_lookup(), fallback)
     }
 
     /// Copies a value found below L1 into L1 (when L1 admits it), under `stamp`. Counts a fill
@@ -288,7 +288,7 @@ impl<C: Codec> Engine<C> {
             if let Some(found) = below.found {
                 self.promote(keys[index], stamps[index], &found, eager)
                     .await;
-                answer.found = self.counted(found.lookup());
+                answer.found = self.counted(found.into_lookup());
             }
             if answer.fallback.is_none() {
                 answer.fallback = below.stale.map(|copy| Fallback {

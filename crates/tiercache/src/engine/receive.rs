@@ -126,7 +126,7 @@ impl<C: Codec> Engine<C> {
     /// L1 drop the key: they are filled again from the shared tier on the next read.
     async fn apply_update(&self, key: &str, value: Bytes, ttl: Duration) {
         let meta = StoredMeta::read(&value);
-        if !self.front.takes_copies() || self.known_tag_invalidated(&meta) {
+        if !self.front.takes_copies() || self.stack.known_invalidated(&meta) {
             self.drop_here(Scope::Key(key)).await;
             return;
         }
@@ -138,7 +138,7 @@ impl<C: Codec> Engine<C> {
             .await;
         // A tag invalidation here may have cleared L1 between the check above and the insert.
         // It records the tag's time before it clears, so one of the two checks sees it.
-        if self.known_tag_invalidated(&meta) {
+        if self.stack.known_invalidated(&meta) {
             self.drop_here(Scope::Key(key)).await;
         }
     }

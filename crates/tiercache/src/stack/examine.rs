@@ -56,9 +56,9 @@ impl<T> Found<T> {
         )
     }
 
-    /// The answer it gives.
-    pub(crate) fn lookup(&self) -> Lookup<T> {
-        Lookup::found(self.value.clone())
+    /// The answer it gives (moves the value out: no reference count is touched).
+    pub(crate) fn into_lookup(self) -> Lookup<T> {
+        Lookup::found(self.value)
     }
 }
 
