@@ -27,6 +27,7 @@ mod codec;
 mod entry;
 mod error;
 mod key;
+pub mod lease;
 mod resilience;
 mod stats;
 mod strategy;
@@ -49,6 +50,7 @@ pub use error::{BoxError, Error, Result};
 pub use key::{
     MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, validate_key, validate_tag, validate_tags,
 };
+pub use lease::{Filled, Lease, LeaseRead};
 pub use resilience::{DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, FailSafe, MAX_STALE_WINDOW};
 pub use stats::{CacheStats, CircuitState, LoadCounters, TierCounters, TierStats};
 pub use strategy::{CacheStrategy, DEFAULT_TTL, EntryOptions, unit_random};

@@ -144,6 +144,9 @@ pub struct LoadCounters {
     coalesced: AtomicU64,
     negative_hits: AtomicU64,
     fills_rejected: AtomicU64,
+    fills_revoked: AtomicU64,
+    lease_waits: AtomicU64,
+    lease_takeovers: AtomicU64,
     stale_served: AtomicU64,
     soft_timeouts: AtomicU64,
     hard_timeouts: AtomicU64,
@@ -174,6 +177,22 @@ impl LoadCounters {
     /// out of the cache.
     pub fn fill_rejected(&self) {
         self.fills_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a fill into a shared tier that its lease did not allow: a write or invalidation of
+    /// the key came after the lease was taken (or the lease expired), so the older loaded value
+    /// was not stored.
+    pub fn fill_revoked(&self) {
+        self.fills_revoked.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a load this instance did not run because another instance held the key's lease:
+    /// it waited for that instance's value instead.
+    pub fn lease_wait(&self) {
+        self.lease_waits.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a wait for another instance's lease that ended without its value (the holder died,
+    /// its lease expired or was revoked, or the wait reached its bound), so this instance loaded.
+    pub fn lease_takeover(&self) {
+        self.lease_takeovers.fetch_add(1, Ordering::Relaxed);
     }
     /// Counts a call answered with a stale value because its load failed or timed out.
     pub fn stale_served(&self) {
@@ -225,6 +244,15 @@ pub struct CacheStats {
     /// Loaded or promoted values kept out of the cache because an invalidation of their key (or
     /// a gap) arrived while they were read: each one a stale insert prevented.
     pub fills_rejected: u64,
+    /// Fills kept out of a shared tier by its lease: a write or invalidation of the key (on any
+    /// instance) came while the value was loaded, so the older value was not stored there.
+    pub fills_revoked: u64,
+    /// Loads not run here because another instance held the key's lease; the value it loaded
+    /// answered instead.
+    pub lease_waits: u64,
+    /// Waits for another instance's lease that ended without its value, after which this
+    /// instance loaded itself.
+    pub lease_takeovers: u64,
     /// Calls answered with a stale value by fail-safe, because their load failed or timed out.
     pub stale_served: u64,
     /// Loads that passed their soft timeout (the caller got the stale value when there was one).
@@ -255,6 +283,9 @@ impl CacheStats {
             coalesced: loads.coalesced.load(Ordering::Relaxed),
             negative_hits: loads.negative_hits.load(Ordering::Relaxed),
             fills_rejected: loads.fills_rejected.load(Ordering::Relaxed),
+            fills_revoked: loads.fills_revoked.load(Ordering::Relaxed),
+            lease_waits: loads.lease_waits.load(Ordering::Relaxed),
+            lease_takeovers: loads.lease_takeovers.load(Ordering::Relaxed),
             stale_served: loads.stale_served.load(Ordering::Relaxed),
             soft_timeouts: loads.soft_timeouts.load(Ordering::Relaxed),
             hard_timeouts: loads.hard_timeouts.load(Ordering::Relaxed),

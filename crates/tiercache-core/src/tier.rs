@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use crate::{Entry, Result};
+use std::time::Duration;
+
+use crate::{Entry, Filled, Lease, LeaseRead, Result};
 
 /// A storage tier: bytes under string keys, each with an absolute expiry.
 ///
@@ -108,6 +110,62 @@ pub trait Tier: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether [`lease`](Self::lease) and [`fill`](Self::fill) really guard fills (the
+    /// conformance suite checks the lease rules for tiers that say yes). The default says no:
+    /// the default `lease` is a plain read and the default `fill` a plain write.
+    fn supports_leases(&self) -> bool {
+        false
+    }
+
+    /// Reads `key` for a fill: what it holds with a lease that lets a fill replace exactly that,
+    /// or, when it is absent, a new lease for `ttl` that no other filler can take meanwhile
+    /// ([`LeaseRead::Held`] tells them). Every `set`, `remove`, `remove_prefix`, `clear` and
+    /// batch write of the key revokes the lease. A tier that stores the lease next to the key
+    /// must make [`get`](Self::get) read a held lease as a miss.
+    ///
+    /// The default reads the key with [`get`](Self::get) and hands out an
+    /// [unguarded](Lease::unguarded) lease: it is **not race-free** (a fill may then overwrite
+    /// a newer write, see [`crate::lease`]) and never says [`LeaseRead::Held`]. A shared tier
+    /// should override it, [`fill`](Self::fill) and [`release`](Self::release) together.
+    ///
+    /// # Errors
+    ///
+    /// When the tier cannot answer.
+    async fn lease(&self, key: &str, ttl: Duration) -> Result<LeaseRead> {
+        let _ = ttl;
+        Ok(match self.get(key).await? {
+            Some(entry) => LeaseRead::Found(entry, Lease::unguarded()),
+            None => LeaseRead::Granted(Lease::unguarded()),
+        })
+    }
+
+    /// Stores `entry` under `key` only if `lease` (from [`lease`](Self::lease) on this tier and
+    /// key) is still valid, atomically: no write of the key can land between the check and the
+    /// store. A granted lease ends with the fill.
+    ///
+    /// The default is a plain [`set`](Self::set) that always answers [`Filled::Stored`]: **not
+    /// race-free**.
+    ///
+    /// # Errors
+    ///
+    /// When the tier cannot answer; nothing is stored then.
+    async fn fill(&self, key: &str, entry: Entry, lease: &Lease) -> Result<Filled> {
+        let _ = lease;
+        self.set(key, entry).await.map(|()| Filled::Stored)
+    }
+
+    /// Gives back a granted lease that will not be used, so another filler need not wait for
+    /// it to expire. Releasing a lease that was revoked, expired or used does nothing. The
+    /// default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// When the tier cannot answer (the lease then simply expires).
+    async fn release(&self, key: &str, lease: &Lease) -> Result<()> {
+        let _ = (key, lease);
+        Ok(())
+    }
+
     /// Whether the tier can serve requests now. The default says yes.
     ///
     /// # Errors
@@ -181,6 +239,18 @@ impl<T: Tier + ?Sized> Tier for std::sync::Arc<T> {
     }
     async fn health(&self) -> Result<()> {
         (**self).health().await
+    }
+    fn supports_leases(&self) -> bool {
+        (**self).supports_leases()
+    }
+    async fn lease(&self, key: &str, ttl: Duration) -> Result<LeaseRead> {
+        (**self).lease(key, ttl).await
+    }
+    async fn fill(&self, key: &str, entry: Entry, lease: &Lease) -> Result<Filled> {
+        (**self).fill(key, entry, lease).await
+    }
+    async fn release(&self, key: &str, lease: &Lease) -> Result<()> {
+        (**self).release(key, lease).await
     }
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         (**self).get_many(keys).await

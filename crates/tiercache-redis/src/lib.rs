@@ -29,6 +29,7 @@
 mod error;
 mod frame;
 mod glob;
+mod lease;
 mod options;
 mod tier;
 

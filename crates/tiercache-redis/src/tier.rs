@@ -16,13 +16,14 @@ use fred::{
     types::{Expiration, Key, Value, scan::Scanner},
 };
 use futures_util::{Stream, StreamExt, future::try_join_all};
-use tiercache_core::{Entry, Error, Result, Tier};
+use tiercache_core::{Entry, Error, Filled, Lease, LeaseRead, Result, Tier};
 
 use crate::{
     RedisOptions,
     error::{from_fred, timed_out},
     frame,
     glob::prefix_pattern,
+    lease::{self, FILL, LEASE, RELEASE, Reply},
 };
 
 /// Keys per SCAN page and per UNLINK when removing by prefix.
@@ -39,6 +40,10 @@ const SCAN_BATCH: u32 = 1_000;
 ///   and `UNLINK`s each page; `clear` removes the tier's [key prefix](RedisOptions::key_prefix),
 ///   never `FLUSHDB`.
 /// - Every call is bounded by the [command timeout](RedisOptions::command_timeout).
+/// - Leases ([`Tier::lease`], [`Tier::fill`], [`Tier::release`]) are Lua scripts run by
+///   `EVALSHA`, one round trip each and atomic on the server; the lease is kept in the key itself
+///   (see `lease.rs`), so every write and removal of the key revokes it and a cluster needs no
+///   second key in the slot.
 ///
 /// A value without the frame was written by another program: it is returned as it is with its
 /// `PTTL` (one more round trip, on this rare path only), so the cache counts it as undecodable and
@@ -161,6 +166,10 @@ impl RedisTier {
     /// costs one more round trip for its PTTL and is returned as it is, so the cache can count it
     /// as undecodable and overwrite it.
     async fn unframe(&self, key: &str, full: Key, stored: Bytes) -> Result<Option<Entry>> {
+        if lease::is_lease(&stored) {
+            // A filler's lease stands in for the value being loaded: a miss.
+            return Ok(None);
+        }
         if let Some(entry) = frame::decode(&stored) {
             return Ok((!entry.is_expired()).then_some(entry));
         }
@@ -202,6 +211,18 @@ fn foreign_entry(value: Bytes, pttl_millis: i64, now: Instant) -> Option<Entry> 
 fn is_wrong_type(err: &fred::error::Error) -> bool {
     err.details().starts_with("WRONGTYPE")
 }
+
+/// A reply of a shape the script never gives.
+#[derive(Debug)]
+struct UnexpectedReply(&'static str);
+
+impl fmt::Display for UnexpectedReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unexpected reply to {}", self.0)
+    }
+}
+
+impl std::error::Error for UnexpectedReply {}
 
 /// Milliseconds for `SET ... PX`: `None` once the entry has (all but) expired.
 fn px_millis(entry: &Entry) -> Option<i64> {
@@ -296,6 +317,74 @@ impl Tier for RedisTier {
             )));
         }
         self.remove_prefix("").await.map(drop)
+    }
+
+    fn supports_leases(&self) -> bool {
+        true
+    }
+
+    async fn lease(&self, key: &str, ttl: Duration) -> Result<LeaseRead> {
+        let frame = lease::new_frame(ttl);
+        let millis = lease::lease_millis(ttl);
+        let args = vec![Value::from(frame.clone()), Value::from(millis.to_string())];
+        let run = LEASE.run(&self.inner.pool, self.full_key(key), args);
+        let reply = Box::pin(self.bounded(Some(key), run)).await?;
+        match lease::parse_reply(reply) {
+            Some(Reply::Granted) => Ok(LeaseRead::Granted(lease::granted(&frame))),
+            Some(Reply::Held(left)) => Ok(LeaseRead::Held(left)),
+            Some(Reply::Found { stored, lease }) => {
+                let full = Key::from(self.full_key(key));
+                let entry = self.unframe(key, full, stored).await?;
+                Ok(lease::found(entry, lease))
+            }
+            None => Err(Error::backend(
+                &self.inner.name,
+                Some(key),
+                UnexpectedReply("lease"),
+            )),
+        }
+    }
+
+    async fn fill(&self, key: &str, entry: Entry, lease: &Lease) -> Result<Filled> {
+        if lease.is_unguarded() {
+            return self.set(key, entry).await.map(|()| Filled::Stored);
+        }
+        let Some((kind, proof)) = lease::fill_proof(lease) else {
+            return Err(Error::backend(
+                &self.inner.name,
+                Some(key),
+                UnexpectedReply("a lease another tier made"),
+            ));
+        };
+        let Some(millis) = px_millis(&entry) else {
+            // Nothing left to store: give the lease back.
+            self.release(key, lease).await?;
+            return Ok(Filled::Stored);
+        };
+        let args = vec![
+            kind,
+            proof,
+            Value::from(frame::encode(&entry)),
+            Value::from(millis.to_string()),
+        ];
+        let run = FILL.run(&self.inner.pool, self.full_key(key), args);
+        let stored = Box::pin(self.bounded(Some(key), run)).await?;
+        Ok(match stored.as_i64() {
+            Some(1) => Filled::Stored,
+            _ => Filled::Revoked,
+        })
+    }
+
+    async fn release(&self, key: &str, lease: &Lease) -> Result<()> {
+        let Some(frame) = lease::granted_frame(lease) else {
+            return Ok(());
+        };
+        let run = RELEASE.run(
+            &self.inner.pool,
+            self.full_key(key),
+            vec![Value::from(frame)],
+        );
+        Box::pin(self.bounded(Some(key), run)).await.map(drop)
     }
 
     async fn health(&self) -> Result<()> {

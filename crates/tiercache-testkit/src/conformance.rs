@@ -18,6 +18,10 @@ const EXPIRY_TOLERANCE: Duration = Duration::from_millis(250);
 ///
 /// Every key the suite writes starts with `prefix`, so it can share a server with other tests;
 /// the last check calls [`Tier::clear`], so give the suite a tier (or namespace) of its own.
+/// A tier that [supports leases](Tier::supports_leases) is also held to the lease rules: a
+/// lease on an absent key is exclusive and reads as a miss, every write and removal (`set`,
+/// `set_many`, `remove`, `remove_many`, `remove_prefix`, `clear`) revokes it, a fill stores only
+/// under a valid lease, and a lease ends with its TTL or its release.
 ///
 /// See the crate documentation for a complete example.
 pub async fn run(tier: &dyn Tier, prefix: &str) {
@@ -32,6 +36,10 @@ pub async fn run(tier: &dyn Tier, prefix: &str) {
     batch_forms_agree_with_single_forms(tier, prefix).await;
     remove_prefix_is_literal(tier, prefix).await;
     health_is_ok(tier).await;
+    if tier.supports_leases() {
+        crate::conformance_leases::run(tier, prefix).await;
+        clear_revokes_leases(tier, &key("clear-lease")).await;
+    }
     clear_removes_everything(tier, &key("clear")).await;
 }
 
@@ -291,6 +299,25 @@ async fn clear_removes_everything(tier: &dyn Tier, key: &str) {
         get(tier, key).await,
         None,
         "[{}] clear must remove every entry",
+        tier.name()
+    );
+}
+
+async fn clear_revokes_leases(tier: &dyn Tier, key: &str) {
+    let lease = match tier.lease(key, Duration::from_secs(10)).await {
+        Ok(tiercache_core::LeaseRead::Granted(lease)) => lease,
+        other => panic!(
+            "[{}] lease({key:?}) on an absent key: {other:?}",
+            tier.name()
+        ),
+    };
+    if let Err(err) = tier.clear().await {
+        panic!("[{}] clear failed: {err}", tier.name());
+    }
+    let filled = tier.fill(key, minute("stale"), &lease).await;
+    assert!(
+        matches!(filled, Ok(tiercache_core::Filled::Revoked)),
+        "[{}] clear revokes leases: {filled:?}",
         tier.name()
     );
 }

@@ -59,6 +59,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod conformance;
+mod conformance_leases;
 mod local_bus;
 mod map_tier;
 mod redis;

@@ -19,6 +19,9 @@ pub(crate) fn record(stats: &CacheStats, cache: &str) {
     counter("tiercache_coalesced_total", stats.coalesced);
     counter("tiercache_negative_hits_total", stats.negative_hits);
     counter("tiercache_fills_rejected_total", stats.fills_rejected);
+    counter("tiercache_fills_revoked_total", stats.fills_revoked);
+    counter("tiercache_lease_waits_total", stats.lease_waits);
+    counter("tiercache_lease_takeovers_total", stats.lease_takeovers);
     counter("tiercache_stale_served_total", stats.stale_served);
     counter("tiercache_soft_timeouts_total", stats.soft_timeouts);
     counter("tiercache_hard_timeouts_total", stats.hard_timeouts);
