@@ -80,6 +80,7 @@ pub struct EntryOptions {
     soft_timeout: Option<Duration>,
     hard_timeout: Option<Duration>,
     eager_refresh: Option<EagerRefresh>,
+    wait_for_lease: Option<bool>,
 }
 
 impl EntryOptions {
@@ -137,6 +138,21 @@ impl EntryOptions {
     pub fn eager_refresh(mut self, eager_refresh: EagerRefresh) -> Self {
         self.eager_refresh = Some(eager_refresh);
         self
+    }
+
+    /// Whether a get-or-compute that finds another instance holding the key's lease (loading
+    /// it) waits for that instance's value instead of running its own loader. `false` makes
+    /// this call load at once; its value then answers the call but is not stored in the tier
+    /// whose lease another instance holds. Default: the cache's (on).
+    #[must_use]
+    pub fn wait_for_lease(mut self, wait: bool) -> Self {
+        self.wait_for_lease = Some(wait);
+        self
+    }
+
+    /// Whether this call waits for another instance's lease, if it says.
+    pub fn wait_for_lease_value(&self) -> Option<bool> {
+        self.wait_for_lease
     }
 
     /// The tags.

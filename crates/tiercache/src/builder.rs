@@ -209,6 +209,14 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// How loads use leases on the shared tiers (see [`LeaseOptions`]): on by default, so a
+    /// fill never overwrites a newer write in Redis and one instance loads a key while the
+    /// others wait for its value. `LeaseOptions::disabled()` turns them off.
+    pub fn leases(mut self, leases: crate::LeaseOptions) -> Self {
+        self.defaults.leases = leases;
+        self
+    }
+
     /// Eager refresh for every call that does not set its own (see [`EagerRefresh`]).
     /// Default: off.
     pub fn eager_refresh(mut self, eager_refresh: EagerRefresh) -> Self {

@@ -143,6 +143,7 @@ async fn undecodable_bytes_below_are_a_counted_miss_and_get_overwritten() {
         .await
         .unwrap();
     assert_eq!(loaded, 42);
+    settled(&cache).await;
     let fresh = cache_over(&l2, 0).await;
     assert_eq!(
         fresh.get::<u64>("garbage").await.unwrap(),
@@ -169,4 +170,11 @@ async fn another_schema_version_or_type_reads_as_a_miss() {
         v1.get::<String>("k").await.unwrap().as_deref(),
         Some("a string")
     );
+}
+
+/// Waits for the cache's background work (fills of the tiers below L1) to end.
+async fn settled(cache: &Cache) {
+    while cache.background_loads() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }

@@ -111,6 +111,7 @@ async fn bad_bytes_in_redis_are_a_counted_miss_and_get_overwritten() {
             .unwrap();
         assert_eq!(value, 7);
     }
+    settled(&cache).await;
     let fresh = cache_over(&redis, Duration::from_secs(5)).await;
     assert_eq!(
         fresh.get::<u32>("junk").await.unwrap(),
@@ -390,4 +391,11 @@ async fn a_slow_load_over_redis_answers_stale_at_the_soft_timeout_and_fills_redi
     }
     assert_eq!(cache.get::<u32>("price").await.unwrap(), Some(120));
     assert_eq!(cache.loads_in_flight(), 0);
+}
+
+/// Waits for the cache's background work (fills of the tiers below L1) to end.
+async fn settled(cache: &Cache) {
+    while cache.background_loads() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }

@@ -513,6 +513,7 @@ async fn a_tag_invalidation_drops_tagged_entries_in_every_tier() {
         .await
         .unwrap();
     assert_eq!(value, 10);
+    settled(&cache).await;
     assert_eq!(other.get::<u32>("invoice:1").await.unwrap(), Some(10));
     cache.invalidate_tag("eu").await.unwrap();
     assert_eq!(cache.get::<u32>("invoice:1").await.unwrap(), None);
@@ -690,4 +691,11 @@ async fn a_batch_waiting_for_a_hanging_load_times_out_too() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     leader.abort();
+}
+
+/// Waits for the cache's background work (fills of the tiers below L1) to end.
+async fn settled(cache: &Cache) {
+    while cache.background_loads() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }

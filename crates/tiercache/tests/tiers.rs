@@ -295,6 +295,7 @@ async fn a_loaders_none_is_cached_only_when_negative_caching_is_asked_for() {
             })
             .await;
         assert_eq!(found.unwrap(), None);
+        settled(&s.cache).await;
     }
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -485,4 +486,11 @@ async fn promotion_policies_decide_which_hits_are_copied_up() {
     assert_eq!(cache.get::<u32>("b").await.unwrap(), Some(1));
     assert!(l2.raw("b").is_none() && l1.get("b").await.is_none());
     assert_eq!(cache.stats().memory.unwrap().promotions, 1);
+}
+
+/// Waits for the cache's background work (fills of the tiers below L1) to end.
+async fn settled(cache: &Cache) {
+    while cache.background_loads() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }

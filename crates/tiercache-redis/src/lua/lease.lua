@@ -1,3 +1,9 @@
+-- A key of another type (a list, a hash) under the cache's name is not a value: replaced, as a
+-- plain SET would replace it.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'string' then
+  redis.call('DEL', KEYS[1])
+end
 local current = redis.call('GET', KEYS[1])
 if not current then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

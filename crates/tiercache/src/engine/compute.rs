@@ -9,13 +9,14 @@ use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
 use tiercache_core::{Bytes, Codec, EntryOptions, Error, Result, validate_key};
 
-use super::{Engine, Fallback};
+use super::{Engine, Fallback, fleet::Awaited};
 use crate::{
     common::Lookup,
     front::{Behind, FrontRead, Stamp},
     load::{Deadlines, Join, Leader, Outcome, Timed, Waiter, run_timed},
     observe,
     policy::Policy,
+    stack::{Leases, Leasing},
 };
 
 /// Whether a cached "not found" answers the call (the optional form) or is loaded over.
@@ -48,6 +49,8 @@ pub(super) struct Flight<T> {
     /// Taken before anything was read for the flight; every fill of it is guarded by it.
     pub(super) stamp: Stamp,
     pub(super) started: Instant,
+    /// The leases the flight's read took on the shared tiers; `None` when leases are off.
+    pub(super) leases: Option<Leases>,
 }
 
 /// Where a load's outcome is settled: in the caller (a panic goes on in the caller) or in a
@@ -199,6 +202,7 @@ impl<C: Codec> Engine<C> {
                         job,
                         stamp,
                         started: Instant::now(),
+                        leases: None,
                     };
                     return self.lead(flight, loader).await;
                 }
@@ -226,6 +230,7 @@ impl<C: Codec> Engine<C> {
                         job,
                         stamp: self.front.stamp(key),
                         started: Instant::now(),
+                        leases: None,
                     };
                     return self.lead(flight, loader).await;
                 }
@@ -289,18 +294,45 @@ impl<C: Codec> Engine<C> {
             job,
             stamp,
             started,
+            leases: _,
         } = flight;
         let decode = |bytes: &Bytes| self.envelope.decode::<T>(bytes);
-        let (mut cached, stale) = if self.stack.is_empty() {
-            (Lookup::Miss, None)
+        let leasing = job
+            .policy
+            .lease_ttl
+            .filter(|_| self.stack.has_shared_levels());
+        let (mut cached, stale, mut leases) = if self.stack.is_empty() {
+            (Lookup::Miss, None, Leases::default())
         } else {
-            self.read_below(&key, stamp, &decode, job.policy.eager_refresh)
-                .await
+            let eager = job.policy.eager_refresh;
+            let reads = leasing.map_or(Leasing::Off, Leasing::Load);
+            self.read_below(&key, stamp, &decode, eager, reads).await
         };
         if matches!(cached, Lookup::Miss) {
             // Before the loader runs: a previous flight may have filled L1 between this caller's
             // miss and its join (and the stack may not have taken its write).
             cached = self.peek_front(&key, &decode).await;
+        }
+        let loads_over = |cached: &Lookup<T>| match cached {
+            Lookup::Miss => true,
+            Lookup::Negative => job.negatives == Negatives::LoadOver,
+            Lookup::Hit(_) => false,
+        };
+        if loads_over(&cached)
+            && job.policy.wait_for_lease
+            && let Some(left) = leases.held_by_other()
+        {
+            match self
+                .wait_for_holder(&key, stamp, &decode, left, &job, leasing)
+                .await
+            {
+                Awaited::Found(found) => cached = found,
+                Awaited::Load(newer) => leases.absorb(newer),
+                Awaited::GaveUp(answer) => {
+                    finish(leader, answer.clone().map(erased));
+                    return answer;
+                }
+            }
         }
         match cached {
             Lookup::Hit(value) => {
@@ -320,6 +352,7 @@ impl<C: Codec> Engine<C> {
                 .or(stale.filter(|_| job.policy.fail_safe.is_some())),
             ..job
         };
+        let leases = leasing.map(|_| leases);
 
         self.counters.load();
         observe::answered_by("loader");
@@ -331,6 +364,7 @@ impl<C: Codec> Engine<C> {
             job,
             stamp,
             started,
+            leases,
         };
         let result = match run_timed(start(loader), deadlines).await {
             Timed::Done(result) => result,
@@ -362,7 +396,7 @@ impl<C: Codec> Engine<C> {
                     },
                     ..flight
                 };
-                self.continue_in_background(permit, flight, running, deadlines.hard_only());
+                self.continue_in_background(permit, flight, running, deadlines.hard_only(), None);
                 return Ok(answer);
             }
             Timed::Hard => return self.give_up(flight).await,
@@ -391,7 +425,7 @@ impl<C: Codec> Engine<C> {
     /// Concludes a finished load: fills the tiers with a value; on an error, answers with the
     /// stale fallback when there is one; hands the outcome to the waiters.
     pub(super) async fn conclude<T>(
-        &self,
+        self: &Arc<Self>,
         flight: Flight<T>,
         result: Loaded<T>,
         place: Place,
@@ -405,6 +439,7 @@ impl<C: Codec> Engine<C> {
             job,
             stamp,
             started,
+            leases,
         } = flight;
         let loaded = match result {
             Ok(Ok(loaded)) => loaded.map(Arc::new),
@@ -438,7 +473,7 @@ impl<C: Codec> Engine<C> {
         };
         let spec = self.defaults.write_spec(&job.options, started.elapsed());
         if let Err(err) = self
-            .fill(&key, loaded.clone(), &job.options, spec, stamp)
+            .fill(&key, loaded.clone(), &job.options, spec, stamp, leases)
             .await
         {
             finish(leader, Err(err.clone()));

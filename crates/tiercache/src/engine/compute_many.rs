@@ -21,6 +21,7 @@ use crate::{
     front::Stamp,
     load::{Deadlines, Join, Leader, Outcome, Timed, Waiter, run_timed},
     policy::Policy,
+    stack::Leases,
 };
 
 /// One batch call's settings, its fallbacks (one per key, kept only under fail-safe) and its
@@ -56,7 +57,7 @@ impl<C: Codec> Engine<C> {
     ///
     /// As [`Cache::get_or_compute_many`](crate::Cache::get_or_compute_many).
     pub(crate) async fn compute_many<T, F, Fut, E>(
-        &self,
+        self: &Arc<Self>,
         keys: &[&str],
         options: &EntryOptions,
         loader: F,
@@ -166,7 +167,7 @@ impl<C: Codec> Engine<C> {
     /// One loader call for the keys this call leads; fills and answers each, and hands every
     /// leader's outcome to its waiters.
     async fn load_batch<T, F, Fut, E>(
-        &self,
+        self: &Arc<Self>,
         job: &ManyJob<'_, T>,
         to_load: Vec<Led>,
         loader: &F,
@@ -184,8 +185,21 @@ impl<C: Codec> Engine<C> {
             .map(|one| keys[one.index].to_owned())
             .collect();
         let first_key = asked.first().cloned().unwrap_or_default();
-        self.counters.load();
         let started = Instant::now();
+        // Leases before the loader reads the source: a write of a key during the load then wins
+        // over its fill in the shared tiers.
+        let mut leases: Vec<Option<Leases>> = match job.policy.lease_ttl {
+            Some(ttl) if self.stack.has_shared_levels() => {
+                let taken = asked.iter().map(|key| self.stack.lease_key(key, ttl));
+                futures_util::future::join_all(taken)
+                    .await
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            _ => asked.iter().map(|_| None).collect(),
+        };
+        self.counters.load();
         let call = AssertUnwindSafe(loader(asked)).catch_unwind();
         let mut loaded = match within(job.deadlines, call).await {
             Some(Ok(Ok(loaded))) => loaded,
@@ -215,10 +229,11 @@ impl<C: Codec> Engine<C> {
         };
         let spec = self.defaults.write_spec(job.options, started.elapsed());
         let mut first_error = None;
-        for one in to_load {
+        for (one, leases) in to_load.into_iter().zip(leases.iter_mut()) {
             let key = keys[one.index];
             let value = loaded.remove(key).map(Arc::new);
-            let filled = self.fill(key, value.clone(), job.options, spec.clone(), one.stamp);
+            let (options, spec) = (job.options, spec.clone());
+            let filled = self.fill(key, value.clone(), options, spec, one.stamp, leases.take());
             if let Err(err) = filled.await {
                 one.leader.finish(Err(err.clone()));
                 first_error.get_or_insert(err);

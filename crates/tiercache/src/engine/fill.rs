@@ -12,7 +12,7 @@ use crate::{
     common::Scope,
     front::Stamp,
     policy::{Life, Placement, Policy, WriteSpec},
-    stack::Reach,
+    stack::{Leases, Reach},
 };
 
 impl<C: Codec> Engine<C> {
@@ -29,20 +29,25 @@ impl<C: Codec> Engine<C> {
 
     /// Stores what a loader returned in every tier, top-down, guarded by the stamp the flight
     /// took before it read anything: once an invalidation of the key has come, nothing more is
-    /// stored, and what was stored meanwhile is undone. A `None` is stored as a negative entry
-    /// only when the options ask for negative caching. Tier failures are counted and logged,
-    /// not returned: the caller has its value.
+    /// stored, and what was stored meanwhile is undone. Shared tiers are written only under the
+    /// leases the flight's read took (`leases`; `None` when leases are off), so a write of the key
+    /// by any instance during the load wins there too. L1 is written here; the tiers below in
+    /// the background when there is room (the caller and its waiters need not wait for a
+    /// network round trip, nor a frozen server's timeout), inline otherwise. A `None` is stored
+    /// as a negative entry only when the options ask for negative caching. Tier failures are
+    /// counted and logged, not returned: the caller has its value.
     ///
     /// # Errors
     ///
     /// [`Error::Encode`] when the value cannot be encoded; nothing is stored then.
     pub(super) async fn fill<T: Serialize + Any + Send + Sync>(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         loaded: Option<Arc<T>>,
         options: &EntryOptions,
         spec: WriteSpec,
         stamp: Stamp,
+        leases: Option<Leases>,
     ) -> Result<()> {
         let (spec, bytes) = match &loaded {
             Some(value) => {
@@ -64,13 +69,53 @@ impl<C: Codec> Engine<C> {
             let placement = spec.placement(scale, bytes.as_ref().map(Bytes::len), now);
             self.front.insert(stamp, key, loaded, placement).await;
         }
+        let Some(bytes) = bytes else {
+            return Ok(());
+        };
+        // NOTE: only with an L1, where the value is already in place: without one, this
+        // instance's next read must find it in the stack.
+        if self.front.ttl_scale().is_some()
+            && self.stack.has_shared_levels()
+            && let Some(permit) = self.background.reserve()
+        {
+            let engine = Arc::downgrade(self);
+            let key = key.to_owned();
+            self.background.spawn(permit, async move {
+                // The cache may be gone: then there is nothing to fill.
+                if let Some(engine) = engine.upgrade() {
+                    engine.fill_below(&key, &bytes, &spec, stamp, leases).await;
+                }
+            });
+            return Ok(());
+        }
+        self.fill_below(key, &bytes, &spec, stamp, leases).await;
+        Ok(())
+    }
+
+    /// The tiers below L1 of a fill (see [`fill`](Self::fill)).
+    async fn fill_below(
+        &self,
+        key: &str,
+        bytes: &Bytes,
+        spec: &WriteSpec,
+        stamp: Stamp,
+        mut leases: Option<Leases>,
+    ) {
         let gate = || self.front.enter(stamp);
         let written = self
             .stack
-            .write(key, bytes.as_ref(), &spec, Some(&gate), Reach::Every)
+            .write(
+                key,
+                Some(bytes),
+                spec,
+                Some(&gate),
+                Reach::Every,
+                leases.as_mut(),
+            )
             .await;
         if written.raced() {
-            // A read of this instance may have copied the undone store into L1 meanwhile.
+            // A read of this instance may have copied the undone store into L1 meanwhile; or a
+            // newer write of the key is in a shared tier, so the loaded value is older than it.
             self.drop_here(Scope::Key(key)).await;
         }
         // NOTE: failures were counted and logged per tier; the caller has its value.
@@ -78,7 +123,6 @@ impl<C: Codec> Engine<C> {
         if !self.front.is_current(stamp) {
             self.counters.fill_rejected();
         }
-        Ok(())
     }
 
     /// Answers with a stale fallback after a failed or abandoned load, and puts it back in L1's

@@ -62,25 +62,36 @@ impl<C: Codec> Engine<C> {
             },
             stamp,
             started: Instant::now(),
+            leases: None,
         };
         let deadlines = Deadlines::after(None, policy.hard_timeout);
-        self.continue_in_background(permit, flight, start(loader), deadlines);
+        // The refresh takes its leases in the background, before its loader reads the source.
+        let lease_first = policy.lease_ttl.filter(|_| self.stack.has_shared_levels());
+        self.continue_in_background(permit, flight, start(loader), deadlines, lease_first);
     }
 
     /// Hands a running load to a background task, which concludes it (fills the cache, answers
-    /// the waiters) when it ends, or gives up at the hard deadline.
+    /// the waiters) when it ends, or gives up at the hard deadline. With `lease_first` (a load
+    /// not started yet), the task first takes leases of that TTL on the shared tiers.
     pub(super) fn continue_in_background<T>(
         self: &Arc<Self>,
         permit: BackgroundPermit,
-        flight: Flight<T>,
+        mut flight: Flight<T>,
         running: LoadFuture<T>,
         deadlines: Deadlines,
+        lease_first: Option<std::time::Duration>,
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         self.counters.background_load();
         let engine = Arc::downgrade(self);
         self.background.spawn(permit, async move {
+            if let Some(ttl) = lease_first {
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                flight.leases = Some(engine.stack.lease_key(&flight.key, ttl).await);
+            }
             let result = match run_timed(running, deadlines).await {
                 Timed::Done(result) => result,
                 Timed::Soft(_) | Timed::Hard => {

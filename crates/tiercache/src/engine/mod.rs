@@ -9,12 +9,14 @@
 //!
 //! The files here are the topics of one sequence each: reading (`read.rs`), loading one key
 //! (`compute.rs`) or many (`compute_many.rs`), what a finished load stores or answers
-//! (`fill.rs`), loads that go on in the background (`handoff.rs`), writing and invalidating
+//! (`fill.rs`), waiting for another instance's load (`fleet.rs`), loads that go on in the
+//! background (`handoff.rs`), writing and invalidating
 //! (`write.rs`), and applying what the bus delivers (`receive.rs`).
 
 mod compute;
 mod compute_many;
 mod fill;
+mod fleet;
 mod handoff;
 mod read;
 mod receive;

@@ -15,7 +15,7 @@ use crate::{
     common::{Lookup, Scope},
     front::{Behind, Encoded, FrontRead, Stamp},
     policy::{Life, Placement, tags_of},
-    stack::Found,
+    stack::{Found, Leases, Leasing},
 };
 
 /// What a batch read found for one key, and the fallback met on the way.
@@ -110,10 +110,26 @@ impl<C: Codec> Engine<C> {
         // of it.
         validate_key(key)?;
         let stamp = self.front.stamp(key);
-        let (found, _) = self
-            .read_below(key, stamp, decode, self.defaults.eager_refresh)
+        let (found, _, _) = self
+            .read_below(
+                key,
+                stamp,
+                decode,
+                self.defaults.eager_refresh,
+                self.promotion_leasing(),
+            )
             .await;
         Ok(self.counted(found))
+    }
+
+    /// How a plain read leases: only where it may promote, and only with leases on.
+    fn promotion_leasing(&self) -> Leasing {
+        let leases = self.defaults.leases;
+        if leases.enabled {
+            Leasing::Promote(leases.ttl)
+        } else {
+            Leasing::Off
+        }
     }
 
     /// Counts a cached "not found" answered.
@@ -131,26 +147,28 @@ impl<C: Codec> Engine<C> {
     }
 
     /// Reads the stack under `stamp` and promotes what it finds into L1; with the first stale
-    /// copy met, as a fallback carrying the same stamp.
+    /// copy met, as a fallback carrying the same stamp, and the leases the read took on the
+    /// shared tiers (`leasing`: the lease TTL, for a read a load follows).
     pub(super) async fn read_below<T, D>(
         &self,
         key: &str,
         stamp: Stamp,
         decode: &D,
         eager: EagerRefresh,
-    ) -> (Lookup<T>, Option<Fallback<T>>)
+        leasing: Leasing,
+    ) -> (Lookup<T>, Option<Fallback<T>>, Leases)
     where
         T: Any + Send + Sync,
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError> + Sync,
     {
         let gate = || self.front.enter(stamp);
-        let below = self.stack.read(key, decode, &gate).await;
+        let below = self.stack.read(key, decode, &gate, leasing).await;
         let fallback = below.stale.map(|copy| Fallback { copy, stamp });
         let Some(found) = below.found else {
-            return (Lookup::Miss, fallback);
+            return (Lookup::Miss, fallback, below.leases);
         };
         self.promote(key, stamp, &found, eager).await;
-        (found.into_lookup(), fallback)
+        (found.into_lookup(), fallback, below.leases)
     }
 
     /// Copies a value found below L1 into L1 (when L1 admits it), under `stamp`. Counts a fill
@@ -282,7 +300,11 @@ impl<C: Codec> Engine<C> {
             return Ok(answers);
         }
         let gate = |index: usize| self.front.enter(stamps[index]);
-        let below = self.stack.read_many(keys, missing, decode, &gate).await;
+        let leasing = self.promotion_leasing();
+        let below = self
+            .stack
+            .read_many(keys, missing, decode, &gate, leasing)
+            .await;
         for (index, below) in below.into_iter().enumerate() {
             let answer = &mut answers[index];
             if let Some(found) = below.found {

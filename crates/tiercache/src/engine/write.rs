@@ -85,7 +85,7 @@ impl<C: Codec> Engine<C> {
         }
         let written = self
             .stack
-            .write(key, bytes.as_ref(), spec, None, Reach::Every)
+            .write(key, bytes.as_ref(), spec, None, Reach::Every, None)
             .await;
         let written = self
             .rewrite_in_process(written, key, bytes.as_ref(), spec)
@@ -262,7 +262,7 @@ impl<C: Codec> Engine<C> {
         let gate = || self.front.enter(stamp);
         let again = self
             .stack
-            .write(key, bytes, spec, Some(&gate), Reach::InProcess)
+            .write(key, bytes, spec, Some(&gate), Reach::InProcess, None)
             .await;
         written.and(again)
     }

@@ -3,6 +3,7 @@
 //! ([`WriteSpec`]), the instants an entry lives by ([`Life`]), when hits are promoted
 //! ([`Promotion`]) and how each tier is treated ([`TierOptions`]).
 
+mod lease;
 mod life;
 mod promotion;
 mod tier_options;
@@ -10,6 +11,7 @@ mod write_spec;
 
 use std::time::Duration;
 
+pub use lease::{DEFAULT_LEASE_POLL, DEFAULT_LEASE_TTL, LeaseOptions};
 pub(crate) use life::{Life, Placement, tags_of};
 pub(crate) use promotion::Gate;
 pub use promotion::Promotion;
@@ -26,6 +28,7 @@ pub(crate) struct Defaults {
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) eager_refresh: EagerRefresh,
+    pub(crate) leases: LeaseOptions,
 }
 
 impl Default for Defaults {
@@ -36,6 +39,7 @@ impl Default for Defaults {
             soft_timeout: None,
             hard_timeout: None,
             eager_refresh: EagerRefresh::Off,
+            leases: LeaseOptions::new(),
         }
     }
 }
@@ -48,6 +52,10 @@ pub(crate) struct Policy {
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) eager_refresh: EagerRefresh,
+    /// The lease TTL of a load's read, when leases are on.
+    pub(crate) lease_ttl: Option<Duration>,
+    /// Whether a load waits for another instance's lease.
+    pub(crate) wait_for_lease: bool,
 }
 
 impl Defaults {
@@ -62,6 +70,8 @@ impl Defaults {
             soft_timeout: timeout(options.soft_timeout_value(), self.soft_timeout),
             hard_timeout: timeout(options.hard_timeout_value(), self.hard_timeout),
             eager_refresh: options.eager_refresh_value().unwrap_or(self.eager_refresh),
+            lease_ttl: self.leases.enabled.then_some(self.leases.ttl),
+            wait_for_lease: options.wait_for_lease_value().unwrap_or(self.leases.wait),
         }
     }
 
@@ -95,7 +105,10 @@ impl Policy {
         meta.stale_window = self.stale_window();
         meta.load_time = load_time;
         if !tags.is_empty() {
-            meta.written_at_ms = tiercache_core::unix_millis();
+            // NOTE: a loaded value is as old as its load's start: a tag invalidation during the
+            // load must reject it on read, as a lease rejects it in the shared tier.
+            let load_ms = u64::try_from(load_time.as_millis()).unwrap_or(u64::MAX);
+            meta.written_at_ms = tiercache_core::unix_millis().saturating_sub(load_ms);
             meta.tags = tags.to_vec();
         }
         meta

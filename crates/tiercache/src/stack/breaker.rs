@@ -121,6 +121,27 @@ impl<T: Tier> Tier for WithBreaker<T> {
     async fn health(&self) -> Result<()> {
         self.inner.health().await
     }
+    fn supports_leases(&self) -> bool {
+        self.inner.supports_leases()
+    }
+    async fn lease(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<tiercache_core::LeaseRead> {
+        self.call(key, self.inner.lease(key, ttl)).await
+    }
+    async fn fill(
+        &self,
+        key: &str,
+        entry: Entry,
+        lease: &tiercache_core::Lease,
+    ) -> Result<tiercache_core::Filled> {
+        self.call(key, self.inner.fill(key, entry, lease)).await
+    }
+    async fn release(&self, key: &str, lease: &tiercache_core::Lease) -> Result<()> {
+        self.call(key, self.inner.release(key, lease)).await
+    }
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         let first = keys.first().copied().unwrap_or_default();
         self.call(first, self.inner.get_many(keys)).await

@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tiercache_core::{Entry, Result, Tier, TierCounters, async_trait};
+use std::time::Duration;
+
+use tiercache_core::{Entry, Filled, Lease, LeaseRead, Result, Tier, TierCounters, async_trait};
 
 /// A tier whose failed calls are counted in `counters` and logged.
 #[derive(Debug)]
@@ -72,6 +74,20 @@ impl<T: Tier> Tier for WithErrorCounts<T> {
     }
     async fn health(&self) -> Result<()> {
         self.inner.health().await
+    }
+    fn supports_leases(&self) -> bool {
+        self.inner.supports_leases()
+    }
+    async fn lease(&self, key: &str, ttl: Duration) -> Result<LeaseRead> {
+        self.call("lease", key, self.inner.lease(key, ttl)).await
+    }
+    async fn fill(&self, key: &str, entry: Entry, lease: &Lease) -> Result<Filled> {
+        self.call("fill", key, self.inner.fill(key, entry, lease))
+            .await
+    }
+    async fn release(&self, key: &str, lease: &Lease) -> Result<()> {
+        self.call("release", key, self.inner.release(key, lease))
+            .await
     }
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         let first = keys.first().copied().unwrap_or_default();

@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, DecodeError, Decoded, EagerRefresh, Entry, StoredMeta, Tier};
+use tiercache_core::{Bytes, DecodeError, Decoded, EagerRefresh, Entry, Filled, StoredMeta, Tier};
 
-use super::{Level, Stack, tags::marker_key, tags::marker_time};
+use super::{Leases, Level, Stack, tags::marker_key, tags::marker_time};
 use crate::{
     common::{FillGate, Lookup, StaleCopy},
     observe,
@@ -68,6 +68,9 @@ pub(crate) struct Below<T> {
     pub(crate) found: Option<Found<T>>,
     /// The first stale entry met on the way down: a fail-safe fallback.
     pub(crate) stale: Option<StaleCopy<T>>,
+    /// The leases this read took on shared levels (for a read a load follows), and whether
+    /// another filler holds one.
+    pub(crate) leases: Leases,
 }
 
 impl<T> Default for Below<T> {
@@ -75,6 +78,7 @@ impl<T> Default for Below<T> {
         Self {
             found: None,
             stale: None,
+            leases: Leases::default(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl Stack {
         entry: Entry,
         decode: &D,
         gate: FillGate<'_>,
+        leases: &mut Leases,
     ) -> Accepted<T>
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
@@ -155,15 +160,18 @@ impl Stack {
             raced: false,
         };
         let mut found = found;
-        found.raced = self.promote(index, keys, &entry.value, &found, gate).await;
+        found.raced = self
+            .promote(index, keys, &entry.value, &found, gate, leases)
+            .await;
         Accepted::Fresh(found)
     }
 
     /// Copies an entry found at level `index` into the levels above it that take promotions,
     /// each fresh for the entry's remaining fresh life times (its scale / the source's scale),
     /// never longer than the entry has left. Once an invalidation of the key came, no more
-    /// copies are made (see [`store_for_fill`](Self::store_for_fill)). Returns whether a copy
-    /// was undone.
+    /// copies are made (see [`store_for_fill`](Self::store_for_fill)). A shared level that
+    /// supports leases gets a copy only under this read's lease on it (the copy is older than
+    /// any write after that lease). Returns whether a copy was undone or refused by its lease.
     async fn promote<T>(
         &self,
         index: usize,
@@ -171,17 +179,43 @@ impl Stack {
         bytes: &Bytes,
         found: &Found<T>,
         gate: FillGate<'_>,
+        leases: &mut Leases,
     ) -> bool {
         let now = found.read_at;
-        for level in self.levels[..index]
-            .iter()
-            .filter(|level| level.promotion.admit(keys.key))
-        {
+        for (above, level) in self.levels[..index].iter().enumerate() {
+            let leased = level.leases_fills() && leases.in_use();
+            if leased && !leases.has(above) {
+                continue;
+            }
+            if !level.promotion.admit(keys.key) {
+                continue;
+            }
             let fresh = found
                 .fresh
                 .mul_f64((level.scale() / found.source_scale).min(1.0));
             let expires_at = (now + fresh + found.meta.stale_window).min(found.expires_at);
             let copy = Entry::expiring_at(bytes.clone(), expires_at);
+            if leased {
+                let Some(lease) = leases.take(above) else {
+                    continue;
+                };
+                if gate().is_none() {
+                    return false;
+                }
+                match level.tier.fill(keys.stored, copy, &lease).await {
+                    Ok(Filled::Stored) => {
+                        level.counters.promotion();
+                        level.counters.write();
+                    }
+                    Ok(Filled::Revoked) => {
+                        self.counters.fill_revoked();
+                        return true;
+                    }
+                    // Counted and logged by the level's layers.
+                    Err(_) => {}
+                }
+                continue;
+            }
             match self.store_for_fill(level, keys.stored, copy, gate).await {
                 FillStore::Refused => return false,
                 FillStore::Undone => return true,

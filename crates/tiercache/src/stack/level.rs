@@ -63,6 +63,22 @@ impl Level {
         self.tier.call(first, read).await
     }
 
+    /// The tier itself, without its layers.
+    pub(super) fn raw(&self) -> Arc<dyn Tier> {
+        Arc::clone(self.tier.inner().inner())
+    }
+
+    /// Whether invalidations that `reach` covers reach this level.
+    pub(super) fn reached_by(&self, reach: super::Reach) -> bool {
+        reach == super::Reach::Every || !self.tier.is_shared()
+    }
+
+    /// Whether fills into this level go under a lease: a shared level whose tier supports
+    /// them. (In-process levels are guarded by the invalidation clock instead.)
+    pub(super) fn leases_fills(&self) -> bool {
+        self.tier.is_shared() && self.tier.supports_leases()
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }

@@ -10,6 +10,7 @@
 mod breaker;
 mod counting;
 mod examine;
+mod leases;
 mod level;
 mod tags;
 
@@ -18,19 +19,31 @@ use std::time::Instant;
 pub use breaker::CircuitBreaker;
 use examine::{Accepted, FillStore, Keys};
 pub(crate) use examine::{Below, Found};
+pub(crate) use leases::Leases;
 pub(crate) use level::Level;
 pub(crate) use tags::MARKER_PREFIX;
 pub use tags::{DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
 use tags::{TagClock, marker_key};
 use tiercache_core::{
-    Bytes, DecodeError, Decoded, Entry, LoadCounters, Namespace, Result, StoredMeta, Tier,
-    TierStats,
+    Bytes, DecodeError, Decoded, Entry, Filled, LeaseRead, LoadCounters, Namespace, Result,
+    StoredMeta, Tier, TierStats,
 };
 
 use crate::{
     common::{FillGate, FillPass, Scope},
     policy::WriteSpec,
 };
+
+/// Which levels a read leases, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leasing {
+    /// No leases (they are off): plain reads, no promotion into shared levels that lease.
+    Off,
+    /// A plain read: the shared levels with levels below them, which a hit below is copied into.
+    Promote(std::time::Duration),
+    /// A read a load follows: every shared level, so the fill stores under a lease.
+    Load(std::time::Duration),
+}
 
 /// Which levels an invalidation reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +64,8 @@ pub(crate) struct Written {
     result: Result<()>,
     /// A store of a fill was made while an invalidation came, and undone.
     raced: bool,
+    /// A fill's lease on a shared level was revoked: a newer write of the key is there.
+    revoked: bool,
 }
 
 impl Written {
@@ -59,13 +74,14 @@ impl Written {
         Written {
             result: self.result.and(later.result),
             raced: self.raced || later.raced,
+            revoked: self.revoked || later.revoked,
         }
     }
 
     /// Whether a store of the fill raced an invalidation and was undone: a read on this
     /// instance may have copied it meanwhile, so the key must go from L1 too.
     pub(crate) fn raced(&self) -> bool {
-        self.raced
+        self.raced || self.revoked
     }
 
     /// The first failure of the write, if any.
@@ -78,6 +94,7 @@ fn written(first_error: Option<tiercache_core::Error>) -> Written {
     Written {
         result: first_error.map_or(Ok(()), Err),
         raced: false,
+        revoked: false,
     }
 }
 
@@ -128,7 +145,20 @@ impl Stack {
     /// Reads `key` top-down: the first fresh entry that decodes is promoted into the levels
     /// above it and returned; the first stale one met on the way is the fallback. A failing
     /// level or undecodable bytes count against that level and read as a miss.
-    pub(crate) async fn read<T, D>(&self, key: &str, decode: &D, gate: FillGate<'_>) -> Below<T>
+    ///
+    /// With [`Leasing::Load`] (a read that a load will follow), each shared level is read by
+    /// taking a lease on the key ([`Tier::lease`]): the fill after the load, and promotions into
+    /// shared levels, store only under those leases, so a write of the key by anyone after this
+    /// read wins over the older value. With [`Leasing::Promote`] (a plain read), only the shared
+    /// levels a hit below could be promoted into are leased. A shared level that supports leases
+    /// gets no copy without one.
+    pub(crate) async fn read<T, D>(
+        &self,
+        key: &str,
+        decode: &D,
+        gate: FillGate<'_>,
+        leasing: Leasing,
+    ) -> Below<T>
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
     {
@@ -136,22 +166,55 @@ impl Stack {
         if self.levels.is_empty() {
             return below;
         }
+        if leasing != Leasing::Off {
+            below.leases = Leases::new(self.levels.len());
+        }
         let stored = self.namespace.apply(key);
         let keys = Keys {
             key,
             stored: &stored,
         };
+        let last = self.levels.len() - 1;
         for (index, level) in self.levels.iter().enumerate() {
-            let entry = match level.get(&stored).await {
-                Ok(Some(entry)) => entry,
-                Ok(None) => {
+            // A read a load follows leases every shared level; a plain read only those it may
+            // promote into (a shared level with levels below it).
+            let leased = match leasing {
+                Leasing::Load(ttl) => Some(ttl).filter(|_| level.tier.is_shared()),
+                Leasing::Promote(ttl) => Some(ttl).filter(|_| index < last && level.leases_fills()),
+                Leasing::Off => None,
+            };
+            let read = match leased {
+                Some(ttl) => level.tier.lease(&stored, ttl).await,
+                None => level.get(&stored).await.map(|found| match found {
+                    Some(entry) => LeaseRead::Found(entry, tiercache_core::Lease::unguarded()),
+                    // A plain miss: no lease was asked for.
+                    None => LeaseRead::Granted(tiercache_core::Lease::unguarded()),
+                }),
+            };
+            let entry = match read {
+                Ok(LeaseRead::Found(entry, lease)) => {
+                    if leased.is_some() {
+                        below.leases.put(index, level.raw(), &stored, lease, false);
+                    }
+                    entry
+                }
+                Ok(LeaseRead::Granted(lease)) => {
+                    if leased.is_some() {
+                        below.leases.put(index, level.raw(), &stored, lease, true);
+                    }
+                    level.counters.miss();
+                    continue;
+                }
+                Ok(LeaseRead::Held(left)) => {
+                    below.leases.held_elsewhere(left);
                     level.counters.miss();
                     continue;
                 }
                 // Counted and logged by the level's layers; a broken level reads as a miss.
                 Err(_) => continue,
             };
-            match self.accept(index, keys, entry, decode, gate).await {
+            let leases = &mut below.leases;
+            match self.accept(index, keys, entry, decode, gate, leases).await {
                 Accepted::Fresh(found) => {
                     below.found = Some(found);
                     return below;
@@ -170,12 +233,16 @@ impl Stack {
     /// through the same routine as a single read. One answer per key of `keys`, in order (empty
     /// for keys not wanted); `gate(i)` lets the copies of `keys[i]` through (see
     /// [`read`](Self::read)).
+    ///
+    /// A batch read takes no leases: with leases on (`leasing` not [`Leasing::Off`]), it copies
+    /// nothing into a shared level that supports them.
     pub(crate) async fn read_many<'a, T, D>(
         &'a self,
         keys: &[&str],
         wanted: Vec<usize>,
         decode: &D,
         gate: &'a (dyn Fn(usize) -> Option<FillPass<'a>> + Sync),
+        leasing: Leasing,
     ) -> Vec<Below<T>>
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
@@ -215,7 +282,14 @@ impl Stack {
                     stored: &stored[i],
                 };
                 let gate_of_key = || gate(i);
-                match self.accept(index, keys, entry, decode, &gate_of_key).await {
+                let mut no_leases = match leasing {
+                    Leasing::Off => Leases::default(),
+                    Leasing::Promote(_) | Leasing::Load(_) => Leases::new(self.levels.len()),
+                };
+                let accepted = self
+                    .accept(index, keys, entry, decode, &gate_of_key, &mut no_leases)
+                    .await;
+                match accepted {
                     Accepted::Fresh(found) => answers[i].found = Some(found),
                     Accepted::Stale(stale) => {
                         answers[i].stale.get_or_insert(stale);
@@ -234,6 +308,11 @@ impl Stack {
     /// `still_current` (a fill after a load, or a write redone), nothing more is written once an
     /// invalidation of the key came, and a store made while one came is removed again (and the
     /// [`Written`] says so). Every level is tried; the first failure is returned.
+    ///
+    /// With `leases` (a fill after a leased read), each shared level that supports leases is
+    /// written only under this load's lease on it ([`Tier::fill`]), and skipped when the load
+    /// has none there (the read failed, or another filler holds it); a revoked lease stops the
+    /// fill (the [`Written`] says so): the level holds a newer write.
     pub(crate) async fn write(
         &self,
         key: &str,
@@ -241,6 +320,7 @@ impl Stack {
         spec: &WriteSpec,
         gate: Option<FillGate<'_>>,
         reach: Reach,
+        mut leases: Option<&mut Leases>,
     ) -> Written {
         let Some(bytes) = bytes else {
             return written(None);
@@ -248,8 +328,41 @@ impl Stack {
         let now = Instant::now();
         let stored = self.namespace.apply(key);
         let mut first_error = None;
-        for level in self.reached(reach) {
+        for (index, level) in self.levels.iter().enumerate() {
+            if !level.reached_by(reach) {
+                continue;
+            }
             let entry = spec.entry(bytes.clone(), level.scale(), now);
+            if let (Some(gate), Some(leases)) = (gate, leases.as_deref_mut())
+                && level.leases_fills()
+            {
+                let Some(lease) = leases.take(index) else {
+                    continue;
+                };
+                if gate().is_none() {
+                    break;
+                }
+                match level.tier.fill(&stored, entry, &lease).await {
+                    Ok(Filled::Stored) => level.counters.write(),
+                    Ok(Filled::Revoked) => {
+                        self.counters.fill_revoked();
+                        tracing::debug!(
+                            tier = level.name(),
+                            key,
+                            "fill refused: its lease was revoked by a newer write"
+                        );
+                        return Written {
+                            result: first_error.map_or(Ok(()), Err),
+                            raced: false,
+                            revoked: true,
+                        };
+                    }
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+                continue;
+            }
             let result = match gate {
                 Some(gate) => match self.store_for_fill(level, &stored, entry, gate).await {
                     FillStore::Stored(result) => result,
@@ -258,6 +371,7 @@ impl Stack {
                         return Written {
                             result: first_error.map_or(Ok(()), Err),
                             raced: true,
+                            revoked: false,
                         };
                     }
                 },
@@ -335,7 +449,37 @@ impl Stack {
     fn reached(&self, reach: Reach) -> impl Iterator<Item = &Level> {
         self.levels
             .iter()
-            .filter(move |level| reach == Reach::Every || !level.tier.is_shared())
+            .filter(move |level| level.reached_by(reach))
+    }
+
+    /// Leases on `key` in every shared level that supports them, for a load that read the stack
+    /// already (a batch, an eager refresh): one round trip per such level. A level where another
+    /// filler holds the lease gets none (the fill skips it); a failing level neither.
+    pub(crate) async fn lease_key(&self, key: &str, ttl: std::time::Duration) -> Leases {
+        let mut leases = Leases::new(self.levels.len());
+        let stored = self.namespace.apply(key);
+        for (index, level) in self.levels.iter().enumerate() {
+            if !level.leases_fills() {
+                continue;
+            }
+            match level.tier.lease(&stored, ttl).await {
+                Ok(LeaseRead::Found(_, lease)) => {
+                    leases.put(index, level.raw(), &stored, lease, false);
+                }
+                Ok(LeaseRead::Granted(lease)) => {
+                    leases.put(index, level.raw(), &stored, lease, true);
+                }
+                Ok(LeaseRead::Held(left)) => leases.held_elsewhere(left),
+                // Counted and logged by the level's layers.
+                Err(_) => {}
+            }
+        }
+        leases
+    }
+
+    /// Whether a read that a load follows should take leases: when some shared level is there.
+    pub(crate) fn has_shared_levels(&self) -> bool {
+        self.levels.iter().any(|level| level.tier.is_shared())
     }
 
     /// Whether the stack has levels inside this process (see [`Reach::InProcess`]).
@@ -426,7 +570,9 @@ mod tests {
         lower.put_raw("ns:k", Bytes::from_static(b"v"), expires_at);
 
         let gate = Gate::new(usize::MAX);
-        let below = stack.read("k", &raw, &|| gate.enter()).await;
+        // A read a load follows: it leases the upper shared level, so it may promote into it.
+        let leasing = Leasing::Promote(Duration::from_secs(1));
+        let below = stack.read("k", &raw, &|| gate.enter(), leasing).await;
         let found = below.found.expect("a fresh entry below");
         assert_eq!(found.value.as_deref(), Some(&Bytes::from_static(b"v")));
         let copy = upper.raw("ns:k").expect("promoted into the level above");
@@ -436,9 +582,10 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "moka")]
     #[tokio::test]
     async fn a_copy_made_while_an_invalidation_came_is_removed_again() {
-        let (upper, lower) = (MapTier::new("upper"), MapTier::new("lower"));
+        let (upper, lower) = (tiercache_moka::MokaTier::new(100), MapTier::new("lower"));
         let stack = stack(&[Arc::new(upper.clone()), Arc::new(lower.clone())]);
         lower.put_raw(
             "ns:k",
@@ -447,10 +594,13 @@ mod tests {
         );
         // Current when the copy starts, no longer once it is written.
         let gate = Gate::new(1);
-        let below = stack.read("k", &raw, &|| gate.enter()).await;
+        let below = stack.read("k", &raw, &|| gate.enter(), Leasing::Off).await;
         let found = below.found.expect("the reader still gets its answer");
         assert!(found.raced, "the read says its copy raced an invalidation");
-        assert!(upper.raw("ns:k").is_none(), "the racing copy was undone");
+        assert!(
+            upper.get("ns:k").await.unwrap().is_none(),
+            "the racing copy was undone"
+        );
     }
 
     #[tokio::test]
@@ -467,6 +617,7 @@ mod tests {
                 &spec,
                 Some(&|| gate.enter()),
                 Reach::Every,
+                None,
             )
             .await;
         written.into_result().unwrap();
@@ -489,7 +640,7 @@ mod tests {
         let spec = Defaults::default().write_spec(&EntryOptions::default(), Duration::ZERO);
         let bytes = Bytes::from_static(b"v");
         stack
-            .write("k", Some(&bytes), &spec, None, Reach::Every)
+            .write("k", Some(&bytes), &spec, None, Reach::Every, None)
             .await
             .into_result()
             .unwrap();
@@ -528,7 +679,7 @@ mod tests {
         let gate = Gate::new(usize::MAX);
         assert!(
             stack
-                .read("k", &decode, &|| gate.enter())
+                .read("k", &decode, &|| gate.enter(), Leasing::Off)
                 .await
                 .found
                 .is_some()
@@ -540,7 +691,7 @@ mod tests {
             .unwrap();
         assert!(
             stack
-                .read("k", &decode, &|| gate.enter())
+                .read("k", &decode, &|| gate.enter(), Leasing::Off)
                 .await
                 .found
                 .is_none()

@@ -1,0 +1,140 @@
+//! The leases one load holds on the shared levels of the stack: taken by the read before the
+//! loader runs, used by the fill (or a promotion) after it, and given back when dropped unused,
+//! so another instance need not wait for them to expire.
+
+use std::{sync::Arc, time::Duration};
+
+use tiercache_core::{Lease, Tier};
+
+/// One lease on one level.
+struct Held {
+    /// The tier itself, without its layers: a release is not a call a breaker should count.
+    tier: Arc<dyn Tier>,
+    stored: String,
+    lease: Lease,
+    /// Taken on an absent key (so exclusive, and worth releasing), not on a value.
+    granted: bool,
+}
+
+/// The leases of one load, one slot per level of the stack. Only the stack makes and uses them.
+#[derive(Default)]
+pub(crate) struct Leases {
+    /// Empty when leases are not used (off): then fills and promotions store as they did
+    /// without them.
+    slots: Vec<Option<Held>>,
+    in_use: bool,
+    /// The longest time left on a lease another filler holds on a level this read asked.
+    held_by_other: Option<Duration>,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field(
+                "held",
+                &self.slots.iter().filter(|slot| slot.is_some()).count(),
+            )
+            .field("held_by_other", &self.held_by_other)
+            .finish()
+    }
+}
+
+impl Leases {
+    pub(super) fn new(levels: usize) -> Self {
+        Self {
+            slots: (0..levels).map(|_| None).collect(),
+            in_use: true,
+            held_by_other: None,
+        }
+    }
+
+    /// Whether this load uses leases: then a shared level that supports them is written only
+    /// under one of them.
+    pub(super) fn in_use(&self) -> bool {
+        self.in_use
+    }
+
+    pub(super) fn put(
+        &mut self,
+        index: usize,
+        tier: Arc<dyn Tier>,
+        stored: &str,
+        lease: Lease,
+        granted: bool,
+    ) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            *slot = Some(Held {
+                tier,
+                stored: stored.to_owned(),
+                lease,
+                granted,
+            });
+        }
+    }
+
+    /// Notes that another filler holds the lease of a level for `left`.
+    pub(super) fn held_elsewhere(&mut self, left: Duration) {
+        self.held_by_other = Some(self.held_by_other.map_or(left, |other| other.max(left)));
+    }
+
+    /// How long another filler's lease has left, when one was met: this load should wait for
+    /// that filler's value instead of loading.
+    pub(crate) fn held_by_other(&self) -> Option<Duration> {
+        self.held_by_other
+    }
+
+    /// The lease on level `index`, taken out for a fill (which uses it up).
+    pub(super) fn take(&mut self, index: usize) -> Option<Lease> {
+        self.slots
+            .get_mut(index)
+            .and_then(Option::take)
+            .map(|held| held.lease)
+    }
+
+    /// Whether level `index` has a lease in this load.
+    pub(super) fn has(&self, index: usize) -> bool {
+        self.slots.get(index).is_some_and(Option::is_some)
+    }
+
+    /// Merges leases taken by a later read of the same load (a poll while waiting) into these.
+    pub(crate) fn absorb(&mut self, mut later: Leases) {
+        for (slot, newer) in self.slots.iter_mut().zip(later.slots.iter_mut()) {
+            if let Some(newer) = newer.take() {
+                *slot = Some(newer);
+            }
+        }
+        self.held_by_other = later.held_by_other.take();
+    }
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        let unused: Vec<Held> = self
+            .slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .filter(|held| held.granted)
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        // NOTE: a lease left behind would make other instances wait until it expires; giving it
+        // back is one round trip, done off the caller's path. Without a runtime it simply
+        // expires.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            for held in unused {
+                if let Err(err) = held.tier.release(&held.stored, &held.lease).await {
+                    tracing::debug!(
+                        tier = held.tier.name(),
+                        key = held.stored,
+                        ?err,
+                        "could not release a lease; it expires by itself"
+                    );
+                }
+            }
+        });
+    }
+}

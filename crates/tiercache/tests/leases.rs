@@ -1,0 +1,457 @@
+//! Leases against a real Redis the test starts: a fill never overwrites a newer write (the stale
+//! set), one loader per key across instances, and what a dead holder, a restarted or a frozen
+//! server leave.
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tiercache::{
+    Bus, Cache, CacheStrategy, EntryOptions, Error, MemoryTier, RedisBus, RedisBusOptions,
+    RedisOptions, RedisTier,
+};
+use tiercache_redis::fred::types::config::ReconnectPolicy;
+use tiercache_testkit::RedisServer;
+
+fn options(server: &RedisServer, timeout: Duration) -> RedisOptions {
+    RedisOptions::from_url(&server.url())
+        .unwrap()
+        .command_timeout(timeout)
+        .reconnect_policy(ReconnectPolicy::new_constant(0, 50))
+}
+
+/// An instance of the service: L1, Redis, the Pub/Sub bus; its own connections.
+async fn instance(server: &RedisServer, namespace: &str) -> Cache {
+    instance_with(server, namespace, |builder| builder).await
+}
+
+async fn instance_with(
+    server: &RedisServer,
+    namespace: &str,
+    tune: impl FnOnce(tiercache::CacheBuilder) -> tiercache::CacheBuilder,
+) -> Cache {
+    let timeout = Duration::from_millis(500);
+    let redis = RedisTier::connect_with(options(server, timeout))
+        .await
+        .unwrap();
+    let bus: Arc<dyn Bus> = Arc::new(
+        RedisBus::connect_with(RedisBusOptions::new(options(server, timeout)))
+            .await
+            .unwrap(),
+    );
+    let builder = Cache::builder()
+        .namespace(namespace)
+        .memory(MemoryTier::new(10_000))
+        .tier(redis)
+        .bus(bus);
+    tune(builder).build().await.unwrap()
+}
+
+/// What Redis itself holds for `key`: read by a cache with no L1 and no bus.
+async fn in_redis(server: &RedisServer, namespace: &str, key: &str) -> Option<u64> {
+    let redis = RedisTier::connect_with(options(server, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let probe = Cache::builder()
+        .namespace(namespace)
+        .tier(redis)
+        .build()
+        .await
+        .unwrap();
+    probe.get::<u64>(key).await.unwrap()
+}
+
+/// A small seeded generator for timing jitter (xorshift64*).
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded() -> Self {
+        let seed = std::env::var("TIERCACHE_RACE_SEED")
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or(0x5eed_1ea5e);
+        Self(seed | 1)
+    }
+
+    fn micros(&mut self, below: u64) -> Duration {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        Duration::from_micros(self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % below)
+    }
+}
+
+/// Waits until no background work of `cache` runs (fills into Redis finish there).
+async fn settled(cache: &Cache) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while cache.background_loads() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Reads `key` on `cache` until it no longer answers `stale` (the bus carries the writer's
+/// message), for at most a second; the last answer.
+async fn after_propagation(cache: &Cache, key: &str, stale: u64) -> Option<u64> {
+    let until = Instant::now() + Duration::from_secs(1);
+    loop {
+        let seen = cache.get::<u64>(key).await.unwrap();
+        if seen != Some(stale) || Instant::now() >= until {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Set,
+    Invalidate,
+}
+
+/// The stale set, tried as a user would: instance A's loader reads version 1 of the source and
+/// takes a while to return; meanwhile instance B (cache-aside) writes version 2 to the source,
+/// then sets or invalidates the key. Whatever the timing, once both are done and B's message
+/// has arrived, version 1 is in no tier and in no L1.
+async fn stale_set_race(write: Write, iterations: usize) {
+    let server = RedisServer::start().unwrap();
+    let namespace = "race";
+    let reader = instance(&server, namespace).await;
+    let writer = instance(&server, namespace).await;
+    let mut jitter = Jitter::seeded();
+    let mut source_wins = 0;
+    for round in 0..iterations {
+        let key = format!("item:{round}");
+        let source = Arc::new(AtomicU64::new(1));
+        let (load_delay, write_delay) = (jitter.micros(3_000), jitter.micros(3_000));
+        let load = {
+            let (reader, source, key) = (reader.clone(), Arc::clone(&source), key.clone());
+            tokio::spawn(async move {
+                reader
+                    .get_or_compute(&key, CacheStrategy::ShortTerm, move || async move {
+                        let seen = source.load(Ordering::SeqCst);
+                        tokio::time::sleep(load_delay).await;
+                        Ok::<_, Error>(seen)
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(write_delay).await;
+        source.store(2, Ordering::SeqCst);
+        match write {
+            Write::Set => writer
+                .set(&key, &2_u64, CacheStrategy::ShortTerm)
+                .await
+                .unwrap(),
+            Write::Invalidate => writer.invalidate(&key).await.unwrap(),
+        }
+        let loaded = load.await.unwrap();
+        if loaded == 2 {
+            source_wins += 1;
+        }
+        settled(&reader).await;
+        let stored = in_redis(&server, namespace, &key).await;
+        assert_ne!(
+            stored,
+            Some(1),
+            "round {round} ({write:?}, load {load_delay:?}, write {write_delay:?}): Redis holds \
+             the version the writer replaced"
+        );
+        for (name, cache) in [("reader", &reader), ("writer", &writer)] {
+            let seen = after_propagation(cache, &key, 1).await;
+            assert_ne!(
+                seen,
+                Some(1),
+                "round {round} ({write:?}): the {name} still serves the replaced version"
+            );
+        }
+    }
+    // Both orders happened: the race was really run, and leases refused the stale fills.
+    assert!(
+        source_wins > 0 && source_wins < iterations,
+        "{source_wins} of {iterations} loads saw the new version"
+    );
+    assert!(
+        reader.stats().fills_revoked > 0,
+        "some fills raced the write and were refused by their lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_never_overwrites_a_newer_set() {
+    stale_set_race(Write::Set, 500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_never_overwrites_a_newer_invalidation() {
+    stale_set_race(Write::Invalidate, 500).await;
+}
+
+/// What a test loader returns.
+type LoadFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<u64>, Error>> + Send>>;
+
+/// A loader that counts its calls and takes `delay`.
+fn counted_loader(
+    calls: &Arc<AtomicUsize>,
+    delay: Duration,
+    value: u64,
+) -> impl FnOnce() -> LoadFuture + Send + 'static {
+    let calls = Arc::clone(calls);
+    move || {
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            Ok(Some(value))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_loader_runs_for_a_cold_key_across_three_instances() {
+    let server = RedisServer::start().unwrap();
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(instance(&server, "fleet").await);
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut callers = Vec::new();
+    for cache in &fleet {
+        for _ in 0..100 {
+            let (cache, loader) = (
+                cache.clone(),
+                counted_loader(&calls, Duration::from_millis(100), 7),
+            );
+            callers.push(tokio::spawn(async move {
+                cache
+                    .get_or_compute_optional::<u64, _, _, _>(
+                        "cold",
+                        EntryOptions::new(CacheStrategy::ShortTerm),
+                        loader,
+                    )
+                    .await
+            }));
+        }
+    }
+    for caller in callers {
+        assert_eq!(caller.await.unwrap().unwrap(), Some(7));
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one loader call for the fleet"
+    );
+    let waits: u64 = fleet.iter().map(|cache| cache.stats().lease_waits).sum();
+    assert_eq!(waits, 2, "the two other instances waited for the holder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_dies_with_its_lease_delays_the_others_at_most_its_ttl() {
+    let server = RedisServer::start().unwrap();
+    let ttl = Duration::from_millis(400);
+    let cache = instance_with(&server, "dead", |builder| {
+        builder.leases(tiercache::LeaseOptions::new().ttl(ttl))
+    })
+    .await;
+    // Another instance took the lease and died without filling or releasing it.
+    let dead = RedisTier::connect_with(options(&server, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let taken = tiercache::Tier::lease(&dead, "dead:key", ttl)
+        .await
+        .unwrap();
+    assert!(matches!(taken, tiercache_core::LeaseRead::Granted(_)));
+    drop(dead);
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let got = cache
+        .get_or_compute_optional::<u64, _, _, _>(
+            "key",
+            EntryOptions::new(CacheStrategy::ShortTerm),
+            counted_loader(&calls, Duration::from_millis(10), 3),
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(got, Some(3));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "this instance loaded once the lease expired"
+    );
+    assert!(
+        took <= ttl + Duration::from_millis(300),
+        "answered within the lease TTL: {took:?}"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.lease_waits, stats.lease_takeovers), (1, 1));
+    settled(&cache).await;
+    assert_eq!(
+        in_redis(&server, "dead", "key").await,
+        Some(3),
+        "and filled Redis under its own lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_dropped_mid_load_gives_its_lease_back() {
+    let server = RedisServer::start().unwrap();
+    let ttl = Duration::from_secs(5);
+    let tune =
+        |builder: tiercache::CacheBuilder| builder.leases(tiercache::LeaseOptions::new().ttl(ttl));
+    let holder = instance_with(&server, "drop", tune).await;
+    let other = instance_with(&server, "drop", tune).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (holder, loader) = (
+            holder.clone(),
+            counted_loader(&calls, Duration::from_secs(60), 1),
+        );
+        tokio::spawn(async move {
+            holder
+                .get_or_compute_optional::<u64, _, _, _>("k", EntryOptions::default(), loader)
+                .await
+        })
+    };
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waiting = {
+        let (other, loader) = (
+            other.clone(),
+            counted_loader(&calls, Duration::from_millis(10), 2),
+        );
+        tokio::spawn(async move {
+            other
+                .get_or_compute_optional::<u64, _, _, _>("k", EntryOptions::default(), loader)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    // The holder's instance goes away in the middle of its load.
+    load.abort();
+    drop(holder);
+    let got = tokio::time::timeout(ttl, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Some(2), "the waiting instance loaded");
+    assert!(
+        started.elapsed() < ttl / 2,
+        "the released lease let it load long before the TTL: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_during_a_load_still_answers() {
+    let mut server = RedisServer::start().unwrap();
+    let cache = instance(&server, "restart").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (cache, loader) = (
+            cache.clone(),
+            counted_loader(&calls, Duration::from_millis(300), 5),
+        );
+        tokio::spawn(async move {
+            cache
+                .get_or_compute_optional::<u64, _, _, _>("k", EntryOptions::default(), loader)
+                .await
+        })
+    };
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.restart().unwrap();
+    assert_eq!(load.await.unwrap().unwrap(), Some(5));
+    settled(&cache).await;
+    // The restarted server lost the lease: the fill was refused, nothing old came back.
+    assert_eq!(in_redis(&server, "restart", "k").await, None);
+    let again = cache
+        .get_or_compute_optional::<u64, _, _, _>(
+            "other",
+            EntryOptions::default(),
+            counted_loader(&calls, Duration::ZERO, 6),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Some(6), "and the next load answers too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_one_timeout_not_two() {
+    let server = RedisServer::start().unwrap();
+    let timeout = Duration::from_millis(300);
+    let redis = RedisTier::connect_with(options(&server, timeout))
+        .await
+        .unwrap();
+    let cache = Cache::builder()
+        .namespace("frozen")
+        .memory(MemoryTier::new(100))
+        .tier(redis)
+        .hard_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    server.pause().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let got = cache
+        .get_or_compute_optional::<u64, _, _, _>(
+            "k",
+            EntryOptions::default(),
+            counted_loader(&calls, Duration::from_millis(50), 9),
+        )
+        .await;
+    let took = started.elapsed();
+    server.resume().unwrap();
+    assert_eq!(got.unwrap(), Some(9));
+    assert!(
+        took < timeout + Duration::from_millis(50) + Duration::from_millis(120),
+        "one command timeout plus the loader: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_can_load_at_once_instead_of_waiting_for_a_held_lease() {
+    let server = RedisServer::start().unwrap();
+    let cache = instance(&server, "optout").await;
+    let other = RedisTier::connect_with(options(&server, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let held = tiercache::Tier::lease(&other, "optout:k", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(held, tiercache_core::LeaseRead::Granted(_)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let got = cache
+        .get_or_compute_optional::<u64, _, _, _>(
+            "k",
+            EntryOptions::default().wait_for_lease(false),
+            counted_loader(&calls, Duration::ZERO, 4),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Some(4));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "it did not wait"
+    );
+    settled(&cache).await;
+    assert_eq!(
+        in_redis(&server, "optout", "k").await,
+        None,
+        "the value is not stored over the lease another instance holds"
+    );
+    assert_eq!(cache.stats().lease_waits, 0);
+}
