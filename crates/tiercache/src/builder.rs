@@ -209,7 +209,7 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
-    /// How loads use leases on the shared tiers (see [`LeaseOptions`]): on by default, so a
+    /// How loads use leases on the shared tiers (see [`LeaseOptions`](crate::LeaseOptions)): on by default, so a
     /// fill never overwrites a newer write in Redis and one instance loads a key while the
     /// others wait for its value. `LeaseOptions::disabled()` turns them off.
     pub fn leases(mut self, leases: crate::LeaseOptions) -> Self {
