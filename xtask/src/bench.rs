@@ -182,6 +182,42 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.5),
     },
     Scenario {
+        name: "cold miss + 1 ms loader, leases vs leases off (L1 + Redis)",
+        bench: "leases",
+        source: Source::Criterion {
+            group: "cold_miss_leases",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.15),
+    },
+    Scenario {
+        name: "set (L1 + Redis), leases vs leases off",
+        bench: "leases",
+        source: Source::Criterion {
+            group: "set_leases",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "fleet stampede: loader calls, 3 instances x 100 callers",
+        bench: "fleet_stampede",
+        source: Source::Json {
+            file: "fleet_stampede_loader_calls",
+        },
+        unit: Unit::Count,
+        target: Target::Exactly,
+    },
+    Scenario {
+        name: "fleet stampede: waiters' p99 vs the loader's own time",
+        bench: "fleet_stampede",
+        source: Source::Json {
+            file: "fleet_stampede_p99",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.5),
+    },
+    Scenario {
         name: "invalidation: set on A until gone from B's L1 vs raw PUBLISH to receive",
         bench: "invalidation",
         source: Source::Criterion {
