@@ -16,10 +16,14 @@ use tiercache::{
     RedisOptions, RedisTier,
 };
 use tiercache_redis::fred::types::config::ReconnectPolicy;
-use tiercache_testkit::RedisServer;
+use tiercache_testkit::{RedisCluster, RedisServer};
 
 fn options(server: &RedisServer, timeout: Duration) -> RedisOptions {
-    RedisOptions::from_url(&server.url())
+    options_at(&server.url(), timeout)
+}
+
+fn options_at(url: &str, timeout: Duration) -> RedisOptions {
+    RedisOptions::from_url(url)
         .unwrap()
         .command_timeout(timeout)
         .reconnect_policy(ReconnectPolicy::new_constant(0, 50))
@@ -35,12 +39,20 @@ async fn instance_with(
     namespace: &str,
     tune: impl FnOnce(tiercache::CacheBuilder) -> tiercache::CacheBuilder,
 ) -> Cache {
+    instance_at(&server.url(), namespace, tune).await
+}
+
+async fn instance_at(
+    url: &str,
+    namespace: &str,
+    tune: impl FnOnce(tiercache::CacheBuilder) -> tiercache::CacheBuilder,
+) -> Cache {
     let timeout = Duration::from_millis(500);
-    let redis = RedisTier::connect_with(options(server, timeout))
+    let redis = RedisTier::connect_with(options_at(url, timeout))
         .await
         .unwrap();
     let bus: Arc<dyn Bus> = Arc::new(
-        RedisBus::connect_with(RedisBusOptions::new(options(server, timeout)))
+        RedisBus::connect_with(RedisBusOptions::new(options_at(url, timeout)))
             .await
             .unwrap(),
     );
@@ -54,7 +66,11 @@ async fn instance_with(
 
 /// What Redis itself holds for `key`: read by a cache with no L1 and no bus.
 async fn in_redis(server: &RedisServer, namespace: &str, key: &str) -> Option<u64> {
-    let redis = RedisTier::connect_with(options(server, Duration::from_secs(2)))
+    in_redis_at(&server.url(), namespace, key).await
+}
+
+async fn in_redis_at(url: &str, namespace: &str, key: &str) -> Option<u64> {
+    let redis = RedisTier::connect_with(options_at(url, Duration::from_secs(2)))
         .await
         .unwrap();
     let probe = Cache::builder()
@@ -117,22 +133,29 @@ enum Write {
 /// takes a while to return; meanwhile instance B (cache-aside) writes version 2 to the source,
 /// then sets or invalidates the key. Whatever the timing, once both are done and B's message
 /// has arrived, version 1 is in no tier and in no L1.
-async fn stale_set_race(write: Write, iterations: usize) {
-    let server = RedisServer::start().unwrap();
-    let namespace = "race";
-    let reader = instance(&server, namespace).await;
-    let writer = instance(&server, namespace).await;
+async fn stale_set_race(url: &str, write: Write, iterations: usize, write_within: Duration) {
+    // Each run its own keys, so runs on one server do not see each other's values.
+    let namespace = match write {
+        Write::Set => "race-set",
+        Write::Invalidate => "race-invalidate",
+    };
+    let reader = instance_at(url, namespace, |builder| builder).await;
+    let writer = instance_at(url, namespace, |builder| builder).await;
     let mut jitter = Jitter::seeded();
     let mut source_wins = 0;
     for round in 0..iterations {
         let key = format!("item:{round}");
         let source = Arc::new(AtomicU64::new(1));
-        let (load_delay, write_delay) = (jitter.micros(3_000), jitter.micros(3_000));
+        let write_within = u64::try_from(write_within.as_micros()).unwrap();
+        let (read_delay, load_delay) = (jitter.micros(write_within), jitter.micros(3_000));
+        let write_delay = jitter.micros(write_within);
         let load = {
             let (reader, source, key) = (reader.clone(), Arc::clone(&source), key.clone());
             tokio::spawn(async move {
                 reader
                     .get_or_compute(&key, CacheStrategy::ShortTerm, move || async move {
+                        // The query runs some time into the load, then its answer takes a while.
+                        tokio::time::sleep(read_delay).await;
                         let seen = source.load(Ordering::SeqCst);
                         tokio::time::sleep(load_delay).await;
                         Ok::<_, Error>(seen)
@@ -155,11 +178,12 @@ async fn stale_set_race(write: Write, iterations: usize) {
             source_wins += 1;
         }
         settled(&reader).await;
-        let stored = in_redis(&server, namespace, &key).await;
+        let stored = in_redis_at(url, namespace, &key).await;
         assert_ne!(
             stored,
             Some(1),
-            "round {round} ({write:?}, load {load_delay:?}, write {write_delay:?}): Redis holds \
+            "round {round} ({write:?}, read {read_delay:?}, load {load_delay:?}, write \
+             {write_delay:?}): Redis holds \
              the version the writer replaced"
         );
         for (name, cache) in [("reader", &reader), ("writer", &writer)] {
@@ -184,12 +208,30 @@ async fn stale_set_race(write: Write, iterations: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_never_overwrites_a_newer_set() {
-    stale_set_race(Write::Set, 500).await;
+    let server = RedisServer::start().unwrap();
+    stale_set_race(&server.url(), Write::Set, 500, Duration::from_millis(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_never_overwrites_a_newer_invalidation() {
-    stale_set_race(Write::Invalidate, 500).await;
+    let server = RedisServer::start().unwrap();
+    stale_set_race(
+        &server.url(),
+        Write::Invalidate,
+        500,
+        Duration::from_millis(3),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_never_overwrites_a_newer_write_on_a_cluster() {
+    let cluster = RedisCluster::start().unwrap();
+    // Round trips to a cluster take longer: the write comes within a wider window, so that it
+    // lands before, during and after the load.
+    let within = Duration::from_millis(5);
+    stale_set_race(&cluster.url(), Write::Set, 150, within).await;
+    stale_set_race(&cluster.url(), Write::Invalidate, 150, within).await;
 }
 
 /// What a test loader returns.
@@ -454,4 +496,38 @@ async fn a_call_can_load_at_once_instead_of_waiting_for_a_held_lease() {
         "the value is not stored over the lease another instance holds"
     );
     assert_eq!(cache.stats().lease_waits, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hard_timeout_bounds_a_wait_for_another_instance() {
+    let server = RedisServer::start().unwrap();
+    let cache = instance(&server, "bounded").await;
+    let other = RedisTier::connect_with(options(&server, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let held = tiercache::Tier::lease(&other, "bounded:k", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(held, tiercache_core::LeaseRead::Granted(_)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let got = cache
+        .get_or_compute_optional::<u64, _, _, _>(
+            "k",
+            EntryOptions::default().hard_timeout(Duration::from_millis(150)),
+            counted_loader(&calls, Duration::ZERO, 1),
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(got, Err(Error::Timeout { .. })), "{got:?}");
+    assert!(
+        took < Duration::from_millis(400),
+        "gave up at the hard timeout: {took:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "and never ran a second loader"
+    );
+    assert_eq!(cache.loads_in_flight(), 0, "nothing left in flight");
 }
