@@ -47,7 +47,7 @@ pub(crate) struct Script {
 /// their digest.
 pub(crate) const LEASE: Script = Script {
     source: include_str!("lua/lease.lua"),
-    sha1: "c7e9f975b74d4115879a7a8194f254dc93670326",
+    sha1: "51fae921d41759d4f32ce982e6d2b3e5493b73bb",
 };
 
 /// Stores a value while the key holds exactly what the lease token proves.

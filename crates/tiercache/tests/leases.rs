@@ -531,3 +531,152 @@ async fn the_hard_timeout_bounds_a_wait_for_another_instance() {
     );
     assert_eq!(cache.loads_in_flight(), 0, "nothing left in flight");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrelated_invalidation_during_a_load_leaks_no_lease() {
+    let server = RedisServer::start().unwrap();
+    let holder = instance(&server, "leak").await;
+    let other = instance(&server, "leak").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (holder, loader) = (
+            holder.clone(),
+            counted_loader(&calls, Duration::from_millis(150), 1),
+        );
+        tokio::spawn(async move {
+            holder
+                .get_or_compute_optional::<u64, _, _, _>("k", EntryOptions::default(), loader)
+                .await
+        })
+    };
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Moves every stamp of the holder's clock, but touches nothing under "k".
+    holder.invalidate_prefix("unrelated:").await.unwrap();
+    assert_eq!(load.await.unwrap().unwrap(), Some(1));
+    settled(&holder).await;
+    let started = Instant::now();
+    let got = other
+        .get_or_compute_optional::<u64, _, _, _>(
+            "k",
+            EntryOptions::default(),
+            counted_loader(&calls, Duration::ZERO, 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Some(1),
+        "the holder's fill reached Redis under its lease"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "nobody waits out a lease left behind: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_after_an_invalidation_fills_under_a_new_stamp() {
+    let server = RedisServer::start().unwrap();
+    let waiter = instance(&server, "takeover").await;
+    let writer = instance(&server, "takeover").await;
+    // Another instance holds the lease and is slow.
+    let other = RedisTier::connect_with(options(&server, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let held = tiercache::Tier::lease(&other, "takeover:k", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(held, tiercache_core::LeaseRead::Granted(_)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let waiting = {
+        let (waiter, loader) = (waiter.clone(), counted_loader(&calls, Duration::ZERO, 2));
+        tokio::spawn(async move {
+            waiter
+                .get_or_compute_optional::<u64, _, _, _>("k", EntryOptions::default(), loader)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The source changed: the writer invalidates, which removes the other instance's lease and
+    // reaches the waiter's clock over the bus.
+    writer.invalidate("k").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Some(2));
+    settled(&waiter).await;
+    assert_eq!(
+        in_redis(&server, "takeover", "k").await,
+        Some(2),
+        "the value loaded after the invalidation is stored"
+    );
+    assert_eq!(waiter.stats().lease_takeovers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_and_the_load_after_it_share_one_hard_timeout() {
+    let server = RedisServer::start().unwrap();
+    let cache = instance(&server, "budget").await;
+    let other = RedisTier::connect_with(options(&server, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(250);
+    let held = tiercache::Tier::lease(&other, "budget:k", ttl)
+        .await
+        .unwrap();
+    assert!(matches!(held, tiercache_core::LeaseRead::Granted(_)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let got = cache
+        .get_or_compute_optional::<u64, _, _, _>(
+            "k",
+            EntryOptions::default().hard_timeout(Duration::from_millis(400)),
+            counted_loader(&calls, Duration::from_millis(400), 1),
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(got, Err(Error::Timeout { .. })), "{got:?}");
+    assert!(
+        took < Duration::from_millis(550),
+        "one hard timeout for the whole call: {took:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "it took over after the lease expired"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_slower_than_the_lease_ttl_keeps_its_lease_under_a_hard_timeout() {
+    let server = RedisServer::start().unwrap();
+    let ttl = Duration::from_millis(100);
+    let cache = instance_with(&server, "slow", |builder| {
+        builder
+            .leases(tiercache::LeaseOptions::new().ttl(ttl))
+            .hard_timeout(Duration::from_secs(2))
+    })
+    .await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let got = cache
+        .get_or_compute_optional::<u64, _, _, _>(
+            "k",
+            EntryOptions::default(),
+            counted_loader(&calls, Duration::from_millis(300), 8),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Some(8));
+    settled(&cache).await;
+    assert_eq!(
+        in_redis(&server, "slow", "k").await,
+        Some(8),
+        "the lease lasted as long as the load may"
+    );
+    assert_eq!(cache.stats().fills_revoked, 0);
+}

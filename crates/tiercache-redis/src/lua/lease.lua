@@ -10,6 +10,12 @@ if not current then
   return {0}
 end
 if string.sub(current, 1, 4) == string.sub(ARGV[1], 1, 4) then
-  return {2, redis.call('PTTL', KEYS[1])}
+  local left = redis.call('PTTL', KEYS[1])
+  if left > 0 then
+    return {2, left}
+  end
+  -- A lease frame without an expiry (written by hand, or PERSISTed) would be waited for forever.
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {0}
 end
 return {1, current, redis.sha1hex(current)}

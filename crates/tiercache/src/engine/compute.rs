@@ -3,7 +3,14 @@
 //! timeouts, falls back to a stale copy when it fails, and fills every tier under the stamp the
 //! flight took before it read anything.
 
-use std::{any::Any, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Instant};
+use std::{
+    any::Any,
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
@@ -313,26 +320,45 @@ impl<C: Codec> Engine<C> {
             // miss and its join (and the stack may not have taken its write).
             cached = self.peek_front(&key, &decode).await;
         }
+        let job = Job {
+            fallback: job
+                .fallback
+                .or(stale.filter(|_| job.policy.fail_safe.is_some())),
+            ..job
+        };
         let loads_over = |cached: &Lookup<T>| match cached {
             Lookup::Miss => true,
             Lookup::Negative => job.negatives == Negatives::LoadOver,
             Lookup::Hit(_) => false,
         };
+        let mut stamp = stamp;
+        let mut waited = Duration::ZERO;
         if loads_over(&cached)
             && job.policy.wait_for_lease
             && let Some(left) = leases.held_by_other()
         {
+            // Our own leases (on other levels) go back first: the waits' reads would take them
+            // for another filler's.
+            drop(leases);
+            let waiting = Instant::now();
             match self
-                .wait_for_holder(&key, stamp, &decode, left, &job, leasing)
+                .wait_for_holder(&key, &decode, left, &job, leasing)
                 .await
             {
-                Awaited::Found(found) => cached = found,
-                Awaited::Load(newer) => leases.absorb(newer),
+                Awaited::Found(found) => {
+                    cached = found;
+                    leases = Leases::default();
+                }
+                Awaited::Load(newer, newer_stamp) => {
+                    leases = newer;
+                    stamp = newer_stamp;
+                }
                 Awaited::GaveUp(answer) => {
                     finish(leader, answer.clone().map(erased));
                     return answer;
                 }
             }
+            waited = waiting.elapsed();
         }
         match cached {
             Lookup::Hit(value) => {
@@ -346,18 +372,14 @@ impl<C: Codec> Engine<C> {
             }
             Lookup::Negative | Lookup::Miss => {}
         }
-        let job = Job {
-            fallback: job
-                .fallback
-                .or(stale.filter(|_| job.policy.fail_safe.is_some())),
-            ..job
-        };
         let leases = leasing.map(|_| leases);
 
         self.counters.load();
         observe::answered_by("loader");
+        // A wait for another instance spent part of the call's timeouts already.
+        let left = |timeout: Duration| timeout.saturating_sub(waited);
         let soft = job.policy.soft_timeout.filter(|_| job.fallback.is_some());
-        let deadlines = Deadlines::after(soft, job.policy.hard_timeout);
+        let deadlines = Deadlines::after(soft.map(left), job.policy.hard_timeout.map(left));
         let flight = Flight {
             leader,
             key,

@@ -27,8 +27,9 @@ pub(super) enum Awaited<T> {
     /// The holder's value (or cached "not found") arrived.
     Found(Lookup<T>),
     /// No value came: load under these leases (taken by the last ask, or none where another
-    /// instance still holds one after the wait's bound).
-    Load(Leases),
+    /// instance still holds one after the wait's bound), and the stamp taken before that ask
+    /// (an invalidation during the wait must not be undone by this load's fill).
+    Load(Leases, Stamp),
     /// A timeout ended the wait: the stale fallback, or the timeout error.
     GaveUp(Result<Option<Arc<T>>>),
 }
@@ -41,7 +42,6 @@ impl<C: Codec> Engine<C> {
     pub(super) async fn wait_for_holder<T, D>(
         &self,
         key: &str,
-        stamp: Stamp,
         decode: &D,
         left: Duration,
         job: &Job<T>,
@@ -84,6 +84,7 @@ impl<C: Codec> Engine<C> {
             tokio::time::sleep(nap).await;
             let eager = job.policy.eager_refresh;
             let reads = leasing.map_or(Leasing::Off, Leasing::Load);
+            let stamp = self.front.stamp(key);
             let (found, _, leases) = self.read_below(key, stamp, decode, eager, reads).await;
             match found {
                 Lookup::Miss => {}
@@ -92,12 +93,12 @@ impl<C: Codec> Engine<C> {
             if leases.held_by_other().is_none() {
                 self.counters.lease_takeover();
                 tracing::debug!(key, "the lease holder left no value: loading here");
-                return Awaited::Load(leases);
+                return Awaited::Load(leases, stamp);
             }
             if started.elapsed() >= bound {
                 self.counters.lease_takeover();
                 tracing::warn!(key, waited = ?started.elapsed(), "waited the lease out: loading here, without storing into the tier another instance still holds");
-                return Awaited::Load(leases);
+                return Awaited::Load(leases, stamp);
             }
         }
     }

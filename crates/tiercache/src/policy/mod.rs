@@ -70,7 +70,16 @@ impl Defaults {
             soft_timeout: timeout(options.soft_timeout_value(), self.soft_timeout),
             hard_timeout: timeout(options.hard_timeout_value(), self.hard_timeout),
             eager_refresh: options.eager_refresh_value().unwrap_or(self.eager_refresh),
-            lease_ttl: self.leases.enabled.then_some(self.leases.ttl),
+            // NOTE: a lease outlives the longest load the call allows, or a slow load would lose
+            // it and its value would never reach the shared tier.
+            lease_ttl: self.leases.enabled.then(|| {
+                let hard = timeout(options.hard_timeout_value(), self.hard_timeout);
+                hard.map_or(self.leases.ttl, |hard| {
+                    self.leases
+                        .ttl
+                        .max(hard.saturating_add(Duration::from_secs(1)))
+                })
+            }),
             wait_for_lease: options.wait_for_lease_value().unwrap_or(self.leases.wait),
         }
     }

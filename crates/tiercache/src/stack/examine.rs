@@ -196,13 +196,15 @@ impl Stack {
             let expires_at = (now + fresh + found.meta.stale_window).min(found.expires_at);
             let copy = Entry::expiring_at(bytes.clone(), expires_at);
             if leased {
-                let Some(lease) = leases.take(above) else {
+                // The lease guards this level (see `Stack::write`).
+                let Some(lease) = leases.lease(above) else {
                     continue;
                 };
-                if gate().is_none() {
-                    return false;
+                let filled = level.tier.fill(keys.stored, copy, &lease).await;
+                if filled.is_ok() {
+                    leases.used(above);
                 }
-                match level.tier.fill(keys.stored, copy, &lease).await {
+                match filled {
                     Ok(Filled::Stored) => {
                         level.counters.promotion();
                         level.counters.write();

@@ -50,7 +50,7 @@ impl Leases {
 
     /// Whether this load uses leases: then a shared level that supports them is written only
     /// under one of them.
-    pub(super) fn in_use(&self) -> bool {
+    pub(crate) fn in_use(&self) -> bool {
         self.in_use
     }
 
@@ -83,27 +83,25 @@ impl Leases {
         self.held_by_other
     }
 
-    /// The lease on level `index`, taken out for a fill (which uses it up).
-    pub(super) fn take(&mut self, index: usize) -> Option<Lease> {
+    /// The lease on level `index`, for a fill. It stays here until [`used`](Self::used) says
+    /// the tier answered: a fill that failed or never ran leaves it to be released on drop.
+    pub(super) fn lease(&self, index: usize) -> Option<Lease> {
         self.slots
-            .get_mut(index)
-            .and_then(Option::take)
-            .map(|held| held.lease)
+            .get(index)
+            .and_then(Option::as_ref)
+            .map(|held| held.lease.clone())
+    }
+
+    /// The lease on level `index` was used up by a fill the tier answered (stored or refused).
+    pub(super) fn used(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            *slot = None;
+        }
     }
 
     /// Whether level `index` has a lease in this load.
     pub(super) fn has(&self, index: usize) -> bool {
         self.slots.get(index).is_some_and(Option::is_some)
-    }
-
-    /// Merges leases taken by a later read of the same load (a poll while waiting) into these.
-    pub(crate) fn absorb(&mut self, mut later: Leases) {
-        for (slot, newer) in self.slots.iter_mut().zip(later.slots.iter_mut()) {
-            if let Some(newer) = newer.take() {
-                *slot = Some(newer);
-            }
-        }
-        self.held_by_other = later.held_by_other.take();
     }
 }
 

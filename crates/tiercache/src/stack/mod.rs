@@ -333,16 +333,22 @@ impl Stack {
                 continue;
             }
             let entry = spec.entry(bytes.clone(), level.scale(), now);
-            if let (Some(gate), Some(leases)) = (gate, leases.as_deref_mut())
+            if let (Some(_), Some(leases)) = (gate, leases.as_deref_mut())
+                && leases.in_use()
                 && level.leases_fills()
             {
-                let Some(lease) = leases.take(index) else {
+                // NOTE: the lease is this level's guard, not the clock: every write or
+                // invalidation of the key, here or elsewhere, revokes it in the tier itself, while
+                // the clock also moves for a gap or another key's prefix, which must not cost a
+                // lease that others then wait out.
+                let Some(lease) = leases.lease(index) else {
                     continue;
                 };
-                if gate().is_none() {
-                    break;
+                let filled = level.tier.fill(&stored, entry, &lease).await;
+                if filled.is_ok() {
+                    leases.used(index);
                 }
-                match level.tier.fill(&stored, entry, &lease).await {
+                match filled {
                     Ok(Filled::Stored) => level.counters.write(),
                     Ok(Filled::Revoked) => {
                         self.counters.fill_revoked();
@@ -413,9 +419,10 @@ impl Stack {
         written(first_error)
     }
 
-    /// Removes what `scope` covers from the levels `reach` names: a key, a prefix, this cache's
-    /// namespace (the whole tier without one), or, for a tag, writes the tag's marker with its
-    /// invalidation time. Every level is tried; the first failure is returned.
+    /// Removes what `scope` covers from the levels `reach` names, bottom-up: a key, a prefix,
+    /// this cache's namespace (the whole tier without one), or, for a tag, writes the tag's
+    /// marker with its invalidation time. Every level is tried; the failure of the lowest
+    /// failing level is returned.
     pub(crate) async fn invalidate(&self, scope: Scope<'_>, reach: Reach) -> Written {
         if let Scope::Tag(tag, at) = scope {
             self.tags.record(tag, at);
@@ -427,7 +434,9 @@ impl Stack {
             Scope::All => self.namespace.prefix().to_owned(),
         };
         let mut first_error = None;
-        for level in self.reached(reach) {
+        // NOTE: bottom-up. A read that leased an upper level before its removal could otherwise
+        // find the old value still below and promote it into that level after the removal.
+        for level in self.reached(reach).rev() {
             let done = match scope {
                 Scope::Key(_) => level.tier.remove(&stored).await,
                 Scope::Prefix(_) => level.tier.remove_prefix(&stored).await.map(drop),
@@ -446,7 +455,7 @@ impl Stack {
     }
 
     /// The levels `reach` names, top-down.
-    fn reached(&self, reach: Reach) -> impl Iterator<Item = &Level> {
+    fn reached(&self, reach: Reach) -> impl DoubleEndedIterator<Item = &Level> {
         self.levels
             .iter()
             .filter(move |level| level.reached_by(reach))
@@ -601,6 +610,94 @@ mod tests {
             upper.get("ns:k").await.unwrap().is_none(),
             "the racing copy was undone"
         );
+    }
+
+    /// A tier whose `remove` waits for the test's go before it removes anything.
+    #[derive(Debug)]
+    struct HeldRemove {
+        inner: MapTier,
+        started: tokio::sync::Notify,
+        go: tokio::sync::Semaphore,
+    }
+
+    #[tiercache_core::async_trait]
+    impl Tier for HeldRemove {
+        fn name(&self) -> &str {
+            "held"
+        }
+        fn supports_leases(&self) -> bool {
+            true
+        }
+        async fn get(&self, key: &str) -> Result<Option<Entry>> {
+            self.inner.get(key).await
+        }
+        async fn lease(&self, key: &str, ttl: Duration) -> Result<tiercache_core::LeaseRead> {
+            self.inner.lease(key, ttl).await
+        }
+        async fn fill(
+            &self,
+            key: &str,
+            entry: Entry,
+            lease: &tiercache_core::Lease,
+        ) -> Result<Filled> {
+            self.inner.fill(key, entry, lease).await
+        }
+        async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+            self.inner.set(key, entry).await
+        }
+        async fn remove(&self, key: &str) -> Result<()> {
+            self.started.notify_one();
+            let _go = self.go.acquire().await;
+            self.inner.remove(key).await
+        }
+        async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+            self.inner.remove_prefix(prefix).await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.inner.clear().await
+        }
+    }
+
+    /// Two shared levels: a reader that leases the upper one while an invalidation is under
+    /// way, and finds the old value still in the lower one, must not leave it in the upper one
+    /// once the invalidation returned. (Removing top-down let exactly that happen.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalidation_of_shared_levels_leaves_no_promoted_copy_behind() {
+        let upper = MapTier::new("upper");
+        let lower = Arc::new(HeldRemove {
+            inner: MapTier::new("lower"),
+            started: tokio::sync::Notify::new(),
+            go: tokio::sync::Semaphore::new(0),
+        });
+        let tiers: [Arc<dyn Tier>; 2] = [Arc::new(upper.clone()), lower.clone()];
+        let stack = Arc::new(stack(&tiers));
+        let expires_at = Instant::now() + Duration::from_secs(30);
+        lower
+            .inner
+            .put_raw("ns:k", Bytes::from_static(b"old"), expires_at);
+
+        let invalidating = {
+            let stack = Arc::clone(&stack);
+            tokio::spawn(async move {
+                stack
+                    .invalidate(Scope::Key("k"), Reach::Every)
+                    .await
+                    .into_result()
+            })
+        };
+        lower.started.notified().await;
+        // The lower level's removal is under way (held); a reader that a load follows comes.
+        let gate = Gate::new(usize::MAX);
+        let leasing = Leasing::Load(Duration::from_secs(5));
+        let below = stack.read("k", &raw, &|| gate.enter(), leasing).await;
+        drop(below);
+        lower.go.add_permits(1);
+        invalidating.await.unwrap().unwrap();
+        assert!(
+            upper.raw("ns:k").is_none(),
+            "the old value was copied up after the invalidation removed it there"
+        );
+        assert!(lower.inner.raw("ns:k").is_none());
     }
 
     #[tokio::test]
