@@ -27,9 +27,10 @@ pub struct FailSafe {
 /// The throttle a [`FailSafe`] has unless set: 10 seconds.
 pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(10);
 
-/// The longest stale window: 365 days (longer ones are cut to it, so expiries stay
-/// representable).
-pub const MAX_STALE_WINDOW: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The longest stale window: 2^32 − 1 ms, about 49.7 days, the longest a value's header can state
+/// (longer ones are cut to it). A longer window in the stored expiry than in the header would read
+/// as fresh life, so both must be cut alike.
+pub const MAX_STALE_WINDOW: Duration = Duration::from_millis(u32::MAX as u64);
 
 impl FailSafe {
     /// Keeps expired entries for `max_stale` (at most [`MAX_STALE_WINDOW`]); throttle of

@@ -699,3 +699,28 @@ async fn settled(cache: &Cache) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+/// A stale window longer than a value's header can state (its milliseconds are a u32, about 49.7
+/// days) must not leave the stored expiry longer than the header says: the reader would take the
+/// difference for fresh life and serve a stale value as fresh for weeks.
+#[tokio::test]
+async fn a_stale_window_past_what_the_header_holds_never_reads_as_fresh() {
+    let l2 = MapTier::new("l2");
+    let writer = Cache::builder()
+        .namespace("ns")
+        .tier(l2.clone())
+        .build()
+        .await
+        .unwrap();
+    let hundred_days = Duration::from_secs(100 * 24 * 60 * 60);
+    let options = EntryOptions::new(CacheStrategy::Custom(Duration::from_millis(50)))
+        .fail_safe(FailSafe::new(hundred_days));
+    writer.set("k", &1_u32, options).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let reader = two_tier_cache(&l2).await;
+    assert_eq!(
+        reader.get::<u32>("k").await.unwrap(),
+        None,
+        "past its TTL the value is stale, never fresh"
+    );
+}
