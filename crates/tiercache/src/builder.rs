@@ -224,6 +224,15 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// A load running in the background (an eager refresh, a load past its soft timeout) is
+    /// dropped after `timeout` when its call sets no shorter hard timeout, so a loader that never
+    /// returns cannot hold its key's flight and a background slot for good. Default:
+    /// [`DEFAULT_BACKGROUND_TIMEOUT`](crate::DEFAULT_BACKGROUND_TIMEOUT) (30 s).
+    pub fn background_timeout(mut self, timeout: Duration) -> Self {
+        self.defaults.background_timeout = timeout;
+        self
+    }
+
     /// At most `limit` loads run in the background at once (eager refreshes, and loads that
     /// passed their soft timeout). Past it, a refresh is skipped and a soft timeout keeps the
     /// caller waiting. Default: [`DEFAULT_BACKGROUND_LOADS`].

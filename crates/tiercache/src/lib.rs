@@ -106,7 +106,10 @@ pub use builder::CacheBuilder;
 pub use cache::Cache;
 pub use coherence::BusOptions;
 pub use load::DEFAULT_BACKGROUND_LOADS;
-pub use policy::{DEFAULT_LEASE_POLL, DEFAULT_LEASE_TTL, LeaseOptions, Promotion, TierOptions};
+pub use policy::{
+    DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_LEASE_POLL, DEFAULT_LEASE_TTL, LeaseOptions, Promotion,
+    TierOptions,
+};
 pub use stack::{CircuitBreaker, DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
 #[cfg(all(feature = "bus", feature = "streams"))]
 pub use tiercache_bus::RedisStreamBus;

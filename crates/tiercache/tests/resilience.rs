@@ -724,3 +724,40 @@ async fn a_stale_window_past_what_the_header_holds_never_reads_as_fresh() {
         "past its TTL the value is stale, never fresh"
     );
 }
+
+/// A background load whose loader never returns (a soft timeout handed it to the background, and
+/// no hard timeout is set) is dropped at the background bound: its flight and its background slot
+/// do not stay taken for good, and the next call loads again.
+#[tokio::test]
+async fn a_background_load_that_never_returns_is_dropped_at_the_bound() {
+    let cache = Cache::builder()
+        .memory(MemoryTier::new(1_000))
+        .background_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let options = short_lived().fail_safe(fail_safe());
+    cache.set("k", &1_u32, options.clone()).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(20)).await;
+    let stuck = cache
+        .get_or_compute(
+            "k",
+            options.clone().soft_timeout(Duration::from_millis(20)),
+            || std::future::pending::<Result<u32, Error>>(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stuck, 1, "the stale value answers at the soft timeout");
+    assert_eq!((cache.loads_in_flight(), cache.background_loads()), (1, 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        (cache.loads_in_flight(), cache.background_loads()),
+        (0, 0),
+        "the stuck load was dropped at the bound"
+    );
+    let fresh = cache
+        .get_or_compute("k", options, || async { Ok::<_, Error>(2_u32) })
+        .await
+        .unwrap();
+    assert_eq!(fresh, 2, "and the next call loads again");
+}

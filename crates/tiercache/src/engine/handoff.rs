@@ -84,6 +84,9 @@ impl<C: Codec> Engine<C> {
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         self.counters.background_load();
+        // NOTE: a loader that never returns would hold its flight and a background slot for
+        // good: past the bound it is dropped like one past its hard timeout.
+        let deadlines = deadlines.at_most(self.defaults.background_timeout);
         let engine = Arc::downgrade(self);
         self.background.spawn(permit, async move {
             if let Some(ttl) = lease_first {

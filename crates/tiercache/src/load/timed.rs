@@ -25,6 +25,16 @@ impl Deadlines {
         }
     }
 
+    /// The same deadlines with the hard one no later than `bound` from now.
+    pub(crate) fn at_most(self, bound: Duration) -> Self {
+        let cap = Instant::now().checked_add(bound);
+        let hard = match (self.hard, cap) {
+            (Some(hard), Some(cap)) => Some(hard.min(cap)),
+            (hard, cap) => hard.or(cap),
+        };
+        Self { hard, ..self }
+    }
+
     /// The same deadlines without the soft one.
     pub(crate) fn hard_only(self) -> Self {
         Self { soft: None, ..self }

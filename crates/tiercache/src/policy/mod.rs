@@ -29,7 +29,13 @@ pub(crate) struct Defaults {
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) eager_refresh: EagerRefresh,
     pub(crate) leases: LeaseOptions,
+    /// The longest a load may run in the background (an eager refresh, a load past its soft
+    /// timeout) when its call sets no shorter hard timeout.
+    pub(crate) background_timeout: Duration,
 }
+
+/// The default bound on a load running in the background: 30 seconds.
+pub const DEFAULT_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Defaults {
     fn default() -> Self {
@@ -40,6 +46,7 @@ impl Default for Defaults {
             hard_timeout: None,
             eager_refresh: EagerRefresh::Off,
             leases: LeaseOptions::new(),
+            background_timeout: DEFAULT_BACKGROUND_TIMEOUT,
         }
     }
 }
