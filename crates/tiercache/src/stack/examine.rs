@@ -285,13 +285,14 @@ impl Stack {
             .map(|tag| self.namespace.apply(&marker_key(tag)))
             .collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let epoch = self.tags.epoch();
         let Ok(markers) = level.get_many(&keys).await else {
             return true;
         };
         let mut invalidated = false;
         for (tag, marker) in unknown.iter().zip(markers) {
             let at = marker.map_or(0, |entry| marker_time(&entry.value));
-            self.tags.record(tag, at);
+            self.tags.record_read(tag, at, epoch);
             invalidated |= meta.written_at_ms <= at;
         }
         invalidated

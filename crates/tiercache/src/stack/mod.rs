@@ -700,6 +700,99 @@ mod tests {
         assert!(lower.inner.raw("ns:k").is_none());
     }
 
+    /// A tier whose first batch read (a tag marker read) answers what it read only after the
+    /// test's go.
+    #[derive(Debug)]
+    struct HeldBatch {
+        inner: MapTier,
+        held: std::sync::atomic::AtomicBool,
+        started: tokio::sync::Notify,
+        go: tokio::sync::Semaphore,
+    }
+
+    #[tiercache_core::async_trait]
+    impl Tier for HeldBatch {
+        fn name(&self) -> &str {
+            "held-batch"
+        }
+        async fn get(&self, key: &str) -> Result<Option<Entry>> {
+            self.inner.get(key).await
+        }
+        async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+            let read = self.inner.get_many(keys).await;
+            if !self.held.swap(true, Ordering::SeqCst) {
+                self.started.notify_one();
+                let _go = self.go.acquire().await;
+            }
+            read
+        }
+        async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+            self.inner.set(key, entry).await
+        }
+        async fn remove(&self, key: &str) -> Result<()> {
+            self.inner.remove(key).await
+        }
+        async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
+            self.inner.remove_prefix(prefix).await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.inner.clear().await
+        }
+    }
+
+    /// A tag's marker read from a tier while the tag was invalidated (the marker rewritten and
+    /// the tag's time forgotten, as a tracking push does) must not be recorded as the tag's
+    /// time: it predates the invalidation, and trusting it would let the next read of a value
+    /// written before the invalidation through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_marker_read_across_a_forget_is_not_trusted() {
+        let tier = Arc::new(HeldBatch {
+            inner: MapTier::new("only"),
+            held: std::sync::atomic::AtomicBool::new(false),
+            started: tokio::sync::Notify::new(),
+            go: tokio::sync::Semaphore::new(0),
+        });
+        let tiers: [Arc<dyn Tier>; 1] = [tier.clone()];
+        let stack = Arc::new(stack(&tiers));
+        let mut meta = StoredMeta::default();
+        meta.ttl = Duration::from_secs(30);
+        meta.written_at_ms = 1_000;
+        meta.tags = vec!["t".to_owned()];
+        let envelope = tiercache_core::Envelope::new(tiercache_core::JsonCodec, 0);
+        let bytes = envelope.encode_with("k", &5_u32, &meta).unwrap();
+        let expires_at = Instant::now() + Duration::from_secs(30);
+        tier.inner.put_raw("ns:k", bytes, expires_at);
+
+        let first = {
+            let (stack, envelope) = (Arc::clone(&stack), envelope.clone());
+            tokio::spawn(async move {
+                let decode = |bytes: &Bytes| envelope.decode::<u32>(bytes);
+                let gate = Gate::new(usize::MAX);
+                let below = stack
+                    .read("k", &decode, &|| gate.enter(), Leasing::Off)
+                    .await;
+                below.found.is_some()
+            })
+        };
+        tier.started.notified().await;
+        // The tag is invalidated while the first read has its (old) marker answer in hand.
+        tier.inner
+            .put_raw("ns:\u{1}tag:t", Bytes::from_static(b"2000"), expires_at);
+        stack.note_tag("t", None);
+        tier.go.add_permits(1);
+        assert!(first.await.unwrap(), "the overlapping read may answer");
+
+        let decode = |bytes: &Bytes| envelope.decode::<u32>(bytes);
+        let gate = Gate::new(usize::MAX);
+        let below = stack
+            .read("k", &decode, &|| gate.enter(), Leasing::Off)
+            .await;
+        assert!(
+            below.found.is_none(),
+            "a read after the invalidation reads the marker again and rejects the value"
+        );
+    }
+
     #[tokio::test]
     async fn a_guarded_fill_stops_once_an_invalidation_came() {
         let (upper, lower) = (MapTier::new("upper"), MapTier::new("lower"));

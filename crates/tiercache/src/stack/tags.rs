@@ -22,7 +22,10 @@
 //! stale window) could come back after its marker expired. Write times are wall-clock times
 //! of different machines, so clocks must agree to well under a second (NTP does this).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
 use tiercache_core::{Bytes, StoredMeta};
 
@@ -39,6 +42,9 @@ pub const DEFAULT_TAG_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Debug)]
 pub(crate) struct TagClock {
     known: scc::HashMap<String, Known>,
+    /// Moves on every forget: a time read from a tier before a forget must not be recorded
+    /// after it (it may predate the invalidation the forget was for).
+    forgets: AtomicU64,
     check_interval: Duration,
     pub(super) retention: Duration,
 }
@@ -53,6 +59,7 @@ impl TagClock {
     pub(crate) fn new(check_interval: Duration, retention: Duration) -> Self {
         Self {
             known: scc::HashMap::new(),
+            forgets: AtomicU64::new(0),
             check_interval,
             retention,
         }
@@ -73,23 +80,55 @@ impl TagClock {
             });
     }
 
+    /// Where the forgets are now: taken before a tier's markers are read, handed to
+    /// [`record_read`](Self::record_read) after.
+    pub(super) fn epoch(&self) -> u64 {
+        self.forgets.load(Ordering::SeqCst)
+    }
+
+    /// Notes the time of `tag` read from a tier's marker, unless a forget came since `epoch`
+    /// was taken (before the read): then the marker may have changed after it was read, and the
+    /// next check reads it again. The check is made under the entry's lock, which a forget's
+    /// removal also takes after it moves the epoch.
+    pub(super) fn record_read(&self, tag: &str, at_ms: u64, epoch: u64) {
+        let now = Instant::now();
+        let entry = self.known.entry_sync(tag.to_owned());
+        if self.forgets.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        entry
+            .and_modify(|known| {
+                known.invalidated_at_ms = known.invalidated_at_ms.max(at_ms);
+                known.learned = now;
+            })
+            .or_insert(Known {
+                invalidated_at_ms: at_ms,
+                learned: now,
+            });
+    }
+
     /// Forgets what is known of `tag`, so the next check reads its marker.
     pub(crate) fn forget(&self, tag: &str) {
+        self.forgets.fetch_add(1, Ordering::SeqCst);
         self.known.remove_sync(tag);
     }
 
     /// Forgets every tag (after a bus gap: a tag message may have been lost).
     pub(crate) fn forget_all(&self) {
+        self.forgets.fetch_add(1, Ordering::SeqCst);
         self.known.clear_sync();
     }
 
-    /// Whether this instance knows (recently enough to trust) that a tag of a value with
-    /// `meta` was invalidated at or after the value was written. Reads no tier: unknown tags
+    /// Whether this instance knows that a tag of a value with `meta` was invalidated at or after
+    /// the value was written. Any known time proves it, trusted or not: a tag's time only grows,
+    /// so an old time at or after the write is still at or after it. Reads no tier: unknown tags
     /// answer no.
     pub(crate) fn known_invalidated(&self, meta: &StoredMeta) -> bool {
-        meta.tags
-            .iter()
-            .any(|tag| self.trusted(tag).is_some_and(|at| meta.written_at_ms <= at))
+        meta.tags.iter().any(|tag| {
+            self.known
+                .read_sync(tag, |_, known| known.invalidated_at_ms)
+                .is_some_and(|at| meta.written_at_ms <= at)
+        })
     }
 
     /// The invalidation time of `tag`, when known recently enough to trust.
@@ -129,6 +168,38 @@ mod tests {
         );
         assert_eq!(marker_time(&Bytes::from_static(b"\xff")), u64::MAX);
         assert_eq!(marker_time(&Bytes::from_static(b"-1")), u64::MAX);
+    }
+
+    #[test]
+    fn a_known_time_past_its_trust_still_proves_a_value_stale() {
+        let clock = TagClock::new(Duration::from_millis(20), DEFAULT_TAG_RETENTION);
+        clock.record("t", 100);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            clock.trusted("t"),
+            None,
+            "no longer trusted as the latest time"
+        );
+        let mut meta = StoredMeta::default();
+        meta.tags = vec!["t".to_owned()];
+        meta.written_at_ms = 50;
+        assert!(
+            clock.known_invalidated(&meta),
+            "written before a known invalidation"
+        );
+        meta.written_at_ms = 150;
+        assert!(!clock.known_invalidated(&meta));
+    }
+
+    #[test]
+    fn a_time_read_before_a_forget_is_not_recorded_after_it() {
+        let clock = TagClock::new(Duration::from_secs(1), DEFAULT_TAG_RETENTION);
+        let epoch = clock.epoch();
+        clock.forget("t");
+        clock.record_read("t", 0, epoch);
+        assert_eq!(clock.trusted("t"), None);
+        clock.record_read("t", 7, clock.epoch());
+        assert_eq!(clock.trusted("t"), Some(7));
     }
 
     #[test]
