@@ -764,7 +764,7 @@ mod tests {
         tier.inner.put_raw("ns:k", bytes, expires_at);
 
         let first = {
-            let (stack, envelope) = (Arc::clone(&stack), envelope.clone());
+            let stack = Arc::clone(&stack);
             tokio::spawn(async move {
                 let decode = |bytes: &Bytes| envelope.decode::<u32>(bytes);
                 let gate = Gate::new(usize::MAX);
