@@ -743,7 +743,7 @@ async fn a_background_load_that_never_returns_is_dropped_at_the_bound() {
         .get_or_compute(
             "k",
             options.clone().soft_timeout(Duration::from_millis(20)),
-            || std::future::pending::<Result<u32, Error>>(),
+            std::future::pending::<Result<u32, Error>>,
         )
         .await
         .unwrap();
