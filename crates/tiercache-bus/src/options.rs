@@ -33,12 +33,15 @@ pub struct RedisBusOptions {
 impl RedisBusOptions {
     /// Bus options on these connection options.
     pub fn new(redis: RedisOptions) -> Self {
+        // The tier made from the same options stores its keys under its key prefix: tracking must
+        // follow it, or it would watch keys nobody writes.
+        let tier_key_prefix = redis.key_prefix_value().to_owned();
         Self {
             redis,
             name: None,
             receive_buffer: 4_096,
             stream_max_len: 100_000,
-            tier_key_prefix: String::new(),
+            tier_key_prefix,
         }
     }
 
@@ -69,7 +72,9 @@ impl RedisBusOptions {
     }
 
     /// Tracking: the Redis tier's own key prefix ([`RedisOptions::key_prefix`]), when it has one:
-    /// tracked keys are `<tier prefix><namespace>:<key>`. Default: none.
+    /// tracked keys are `<tier prefix><namespace>:<key>`. Default: the key prefix of the
+    /// connection options these bus options were made from (so a bus made from
+    /// `tier.options().clone()` tracks what the tier writes).
     #[must_use]
     pub fn tier_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.tier_key_prefix = prefix.into();

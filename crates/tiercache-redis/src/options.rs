@@ -187,6 +187,11 @@ impl RedisOptions {
         self.connect_timeout
     }
 
+    /// The key prefix every key of the tier is stored under (see [`key_prefix`](Self::key_prefix)).
+    pub fn key_prefix_value(&self) -> &str {
+        &self.key_prefix
+    }
+
     /// How long one command may take.
     pub fn command_timeout_value(&self) -> Duration {
         self.command_timeout

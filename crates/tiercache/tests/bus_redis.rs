@@ -475,3 +475,41 @@ async fn tracking_a_write_by_a_plain_redis_client_invalidates_l1() {
     })
     .await;
 }
+
+/// A Redis tier with its own key prefix stores `<prefix><namespace>:<key>`: a tracking bus made
+/// from the same options tracks that, not the bare namespace, so other instances still hear of
+/// every write (with the prefix unknown to the bus it tracked nothing, silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_follows_the_tiers_key_prefix() {
+    let server = RedisServer::start().unwrap();
+    let connect = async || {
+        let options = options(&server.url(), 50).key_prefix("svc:");
+        let tier = RedisTier::connect_with(options.clone()).await.unwrap();
+        let bus = RedisTrackingBus::connect_with(RedisBusOptions::new(options))
+            .await
+            .unwrap();
+        tiercache::Cache::builder()
+            .namespace("shop")
+            .memory(tiercache::MemoryTier::new(100))
+            .tier(tier)
+            .bus(bus)
+            .build()
+            .await
+            .unwrap()
+    };
+    let (writer, reader) = (connect().await, connect().await);
+    writer
+        .set("k", &1_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    assert_eq!(reader.get::<u64>("k").await.unwrap(), Some(1));
+    writer
+        .set("k", &2_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    eventually(
+        "the reader hears of the write under the tier's prefix",
+        async || reader.get::<u64>("k").await.unwrap() == Some(2),
+    )
+    .await;
+}
