@@ -513,3 +513,45 @@ async fn tracking_follows_the_tiers_key_prefix() {
     )
     .await;
 }
+
+/// The stream bus replays what an instance missed while it was away. An update whose TTL ran out
+/// meanwhile is not installed for a whole new TTL: its value is as old as its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_a_replayed_update_keeps_only_the_life_it_had_left() {
+    let redis = Redis::start(Kind::Stream).await;
+    let updates = || BusOptions::new().updates_up_to(256);
+    let writer = Instance::new(&redis, "replay", updates()).await;
+    // The reader's bus comes back slowly after losing its connection.
+    let slow = connect_bus(Kind::Stream, options(&redis.url, 600), 100_000).await;
+    let reader = Instance::with_bus(&redis, "replay", slow, updates()).await;
+    writer
+        .cache
+        .set("warm", &0_u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    eventually("the reader is reading the stream", async || {
+        reader.bus().received == 1
+    })
+    .await;
+
+    let killed = redis
+        .server
+        .lock()
+        .unwrap()
+        .kill_clients_running("xread")
+        .unwrap();
+    assert!(killed >= 1, "the reader's blocked XREAD was cut");
+    let short =
+        tiercache::EntryOptions::new(tiercache::CacheStrategy::Custom(Duration::from_millis(200)));
+    writer.cache.set("k", &1_u64, short).await.unwrap();
+    eventually("the reader replayed the update", async || {
+        reader.bus().received >= 2
+    })
+    .await;
+    // Redis let the key expire with its TTL: only an L1 copy could answer.
+    assert_eq!(
+        reader.cache.get::<u64>("k").await.unwrap(),
+        None,
+        "an update older than its TTL is not put in L1"
+    );
+}

@@ -53,7 +53,7 @@ impl<C: Codec> Engine<C> {
                 if sender_lost {
                     self.flush_after_gap(GapReason::SenderLost).await;
                 }
-                self.apply(invalidation).await;
+                self.apply(invalidation, sent_at_ms).await;
                 // Counted once applied, so a reader of the stats that sees the count sees the
                 // effect.
                 #[cfg(feature = "metrics")]
@@ -66,7 +66,9 @@ impl<C: Codec> Engine<C> {
         }
     }
 
-    async fn apply(&self, invalidation: Invalidation) {
+    /// Applies one change another instance sent at `sent_at_ms` (its wall clock; 0 when the
+    /// sender did not say).
+    async fn apply(&self, invalidation: Invalidation, sent_at_ms: u64) {
         match invalidation {
             Invalidation::Keys(keys) => {
                 for key in keys {
@@ -83,7 +85,18 @@ impl<C: Codec> Engine<C> {
             } => self.apply_tag(&tag, Some(invalidated_at_ms)).await,
             Invalidation::Prefix(prefix) => self.drop_here(Scope::Prefix(&prefix)).await,
             Invalidation::Clear => self.drop_here(Scope::All).await,
-            Invalidation::Update { key, value, ttl } => self.apply_update(&key, value, ttl).await,
+            Invalidation::Update { key, value, ttl } => {
+                // A message replayed late (a stream read after a reconnect) carries a value as old
+                // as the message: it keeps only the life it had left.
+                let age = match sent_at_ms {
+                    0 => Duration::ZERO,
+                    sent => Duration::from_millis(unix_millis().saturating_sub(sent)),
+                };
+                match ttl.checked_sub(age).filter(|left| !left.is_zero()) {
+                    Some(left) => self.apply_update(&key, value, left).await,
+                    None => self.drop_here(Scope::Key(&key)).await,
+                }
+            }
             other => {
                 // An invalidation kind this version does not know: dropping everything is the
                 // only safe reading.
