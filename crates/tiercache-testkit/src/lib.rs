@@ -58,6 +58,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod coherence;
 pub mod conformance;
 mod conformance_leases;
 mod local_bus;
