@@ -7,6 +7,8 @@
 //! - `bench [--quick] [--filter NAME]`: every bench, then one table of ratios against the raw
 //!   dependencies, also written to `target/tiercache-bench/report.md`, with a bar chart of the
 //!   ratios in `target/tiercache-bench/ratios.svg`.
+//! - `coherence [--seconds N]`: the fleet coherence checker's long runs, one per transport, and
+//!   their table in `target/tiercache-coherence/report.md`.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -14,6 +16,7 @@
 )]
 
 mod bench;
+mod coherence;
 mod redis;
 mod run;
 mod svg;
@@ -27,8 +30,11 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("ci") => lint().and_then(|()| run::step("tests", test)),
         Some("bench") => bench::bench(&args[1..]),
+        Some("coherence") => coherence::coherence(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME]>");
+            eprintln!(
+                "usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME] | coherence [--seconds N]>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -145,23 +145,47 @@ fn seed() -> u64 {
         .unwrap_or(0xC0FF_EE00)
 }
 
-async fn check(transport: Transport, faults: Vec<Fault>, bound: Bound) {
+/// How long each run lasts: 5 s here, `TIERCACHE_COHERENCE_SECONDS` (set by `cargo xtask
+/// coherence`) for the long runs.
+fn duration() -> Duration {
+    let seconds = std::env::var("TIERCACHE_COHERENCE_SECONDS")
+        .ok()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or(5);
+    Duration::from_secs(seconds)
+}
+
+async fn check(transport: Transport, faulted: bool, bound: Bound) {
     let server = Arc::new(Mutex::new(RedisServer::start().unwrap()));
     let url = server.lock().unwrap().url();
     let nodes = fleet(&url, transport, 3).await;
     let workload = Workload {
         seed: seed(),
         keys: 16,
-        duration: Duration::from_secs(4),
+        duration: duration(),
         readers_per_node: 2,
         write_pause: Duration::from_millis(4),
         read_pause: Duration::from_millis(2),
         bound,
-        faults,
+        faults: if faulted {
+            faults(duration())
+        } else {
+            Vec::new()
+        },
         load_delay: Duration::from_millis(3),
     };
+    let progress = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(10));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            eprintln!("{transport:?}: running");
+        }
+    });
     let (report, _history) = run(&nodes, &workload, Some(server)).await;
+    progress.abort();
     eprintln!("{transport:?} (seed {}): {report}", workload.seed);
+    write_row(transport, &report, bound);
     assert!(
         report.reads > 1_000 && report.writes > 100,
         "the run ran: {report}"
@@ -170,6 +194,37 @@ async fn check(transport: Transport, faults: Vec<Fault>, bound: Bound) {
         report.violations.is_empty(),
         "{transport:?}, seed {}: {report}",
         workload.seed
+    );
+}
+
+/// With `TIERCACHE_COHERENCE_REPORT` set (by `cargo xtask coherence`), appends the run's row of
+/// the report table to that file.
+fn write_row(transport: Transport, report: &tiercache_testkit::coherence::Report, bound: Bound) {
+    use std::io::Write as _;
+    let Ok(path) = std::env::var("TIERCACHE_COHERENCE_REPORT") else {
+        return;
+    };
+    let row = format!(
+        "| {transport:?} | {} | {} | {} ({} failed) | {} | {} | {:.1} ms | {:.1} ms | {} ms / {} ms |\n",
+        seed(),
+        report.reads + report.writes,
+        report.writes,
+        report.failed_writes,
+        report.faults,
+        report.violations.len(),
+        report.max_staleness.as_secs_f64() * 1e3,
+        report.max_own_staleness.as_secs_f64() * 1e3,
+        bound.healthy.as_millis(),
+        bound.faulty.as_millis(),
+    );
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(row.as_bytes()));
+    assert!(
+        written.is_ok(),
+        "could not write the report row: {written:?}"
     );
 }
 
@@ -183,31 +238,43 @@ fn bus_bound() -> Bound {
     }
 }
 
-fn faults() -> Vec<Fault> {
-    vec![
-        Fault::KillPubSub {
-            at: Duration::from_millis(1_000),
-        },
-        Fault::Pause {
-            at: Duration::from_millis(2_000),
-            lasting: Duration::from_millis(400),
-        },
-    ]
+/// Every 5 s of the run: the Pub/Sub connections killed, then the server frozen for 400 ms, then
+/// killed and restarted after 300 ms.
+fn faults(duration: Duration) -> Vec<Fault> {
+    let cycles = (duration.as_secs() / 5).max(1);
+    (0..cycles)
+        .flat_map(|cycle| {
+            let base = Duration::from_secs(cycle * 5);
+            [
+                Fault::KillPubSub {
+                    at: base + Duration::from_millis(1_000),
+                },
+                Fault::Pause {
+                    at: base + Duration::from_millis(2_000),
+                    lasting: Duration::from_millis(400),
+                },
+                Fault::Restart {
+                    at: base + Duration::from_millis(3_200),
+                    down: Duration::from_millis(300),
+                },
+            ]
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_keeps_its_bound_under_faults() {
-    check(Transport::PubSub, faults(), bus_bound()).await;
+    check(Transport::PubSub, true, bus_bound()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_keeps_its_bound_under_faults() {
-    check(Transport::Stream, faults(), bus_bound()).await;
+    check(Transport::Stream, true, bus_bound()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_keeps_its_bound_under_faults() {
-    check(Transport::Tracking, faults(), bus_bound()).await;
+    check(Transport::Tracking, true, bus_bound()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,5 +283,5 @@ async fn without_a_bus_the_l1_max_age_bounds_staleness() {
         healthy: L1_MAX_AGE + PROPAGATION,
         faulty: L1_MAX_AGE + PROPAGATION,
     };
-    check(Transport::None, Vec::new(), bound).await;
+    check(Transport::None, true, bound).await;
 }
