@@ -56,8 +56,8 @@ pub(crate) fn coherence(args: &[String]) -> Result<(), String> {
         "# Fleet coherence\n\n`cargo xtask coherence --seconds {seconds}`: three instances (L1 + Redis + bus) over one \
          redis-server, cache-aside writers and readers on each; every 5 s the Pub/Sub connections are killed, the \
          server is frozen for 400 ms, then killed and restarted after 300 ms.\n\n\
-         | transport | seed | ops | writes | faults | violations | max staleness, other instances | max staleness, writer | bound healthy / faulty |\n\
-         |---|---|---|---|---|---|---|---|---|\n{body}"
+         | transport | seed | ops | writes | faults | violations | max staleness away from faults | max staleness, other instances | max staleness, writer | bound healthy / faulty |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n{body}"
     );
     let path = dir.join("report.md");
     std::fs::write(&path, &report)

@@ -26,6 +26,9 @@ type Memory = (tiercache_moka::MemoryTier, TierOptions);
 #[cfg(not(feature = "moka"))]
 type Memory = std::convert::Infallible;
 
+/// The L1 max age of a cache with a bus that sets none (see [`CacheBuilder::l1_max_age`]).
+pub const DEFAULT_L1_MAX_AGE_WITH_BUS: Duration = Duration::from_secs(60);
+
 /// Builds a [`Cache`]. Tiers are given top-down: [`memory`](Self::memory) is L1, then each
 /// [`tier`](Self::tier) call adds the next level (L2, L3, ...).
 ///
@@ -181,7 +184,10 @@ impl<C: Codec> CacheBuilder<C> {
     }
 
     /// No L1 entry lives longer than `max_age`, whatever its TTL: a bound on staleness that holds
-    /// even when the bus is silently dead (or there is none). Default: no bound.
+    /// even when the bus is silently dead (or there is none). Default: with a bus,
+    /// [`DEFAULT_L1_MAX_AGE_WITH_BUS`] (60 s: a bus that died without a word is then noticed
+    /// within a minute, for one read of the tier below per hot key per minute); without one, no
+    /// bound. `Duration::MAX` means no bound.
     pub fn l1_max_age(mut self, max_age: Duration) -> Self {
         self.l1_max_age = Some(max_age);
         self
@@ -284,6 +290,11 @@ impl<C: Codec> CacheBuilder<C> {
                 "an L1 max age of zero would keep nothing in L1; drop .memory(..) instead".into(),
             ));
         }
+        let l1_max_age = match self.l1_max_age {
+            Some(Duration::MAX) => None,
+            None if self.bus.is_some() => Some(DEFAULT_L1_MAX_AGE_WITH_BUS),
+            set => set,
+        };
         let defaults = Defaults {
             ttl: self.default_strategy.ttl_or(DEFAULT_TTL),
             ..self.defaults
@@ -291,7 +302,7 @@ impl<C: Codec> CacheBuilder<C> {
         let counters = Arc::new(LoadCounters::default());
         let tags = (self.tag_check_interval, self.tag_retention);
         let engine = Arc::new(Engine::new(Parts {
-            front: Front::new(self.memory, self.l1_max_age),
+            front: Front::new(self.memory, l1_max_age),
             stack: Stack::new(self.tiers, namespace, tags, Arc::clone(&counters)),
             coherence: Coherence::new(self.bus),
             defaults,

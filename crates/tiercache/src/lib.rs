@@ -102,7 +102,7 @@ mod observe;
 mod policy;
 mod stack;
 
-pub use builder::CacheBuilder;
+pub use builder::{CacheBuilder, DEFAULT_L1_MAX_AGE_WITH_BUS};
 pub use cache::Cache;
 pub use coherence::BusOptions;
 pub use load::DEFAULT_BACKGROUND_LOADS;

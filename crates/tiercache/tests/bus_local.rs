@@ -303,3 +303,34 @@ async fn an_update_keeps_its_stale_window_for_fail_safe() {
     assert_eq!(answer, 100, "the stale copy answered");
     assert_eq!(b.stats().stale_served, 1);
 }
+
+/// With a bus, an L1 max age applies unless the builder says otherwise: a bus that dies without a
+/// word cannot leave L1 serving what other instances replaced for the whole TTL.
+#[tokio::test]
+async fn a_bus_brings_a_finite_l1_max_age_by_default() {
+    let network = LocalNetwork::new();
+    let with_bus = tiercache::Cache::builder()
+        .memory(tiercache::MemoryTier::new(10))
+        .bus(network.bus())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_bus.l1_max_age(),
+        Some(tiercache::DEFAULT_L1_MAX_AGE_WITH_BUS)
+    );
+    let unbounded = tiercache::Cache::builder()
+        .memory(tiercache::MemoryTier::new(10))
+        .bus(network.bus())
+        .l1_max_age(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(unbounded.l1_max_age(), None, "Duration::MAX opts out");
+    let without_bus = tiercache::Cache::builder()
+        .memory(tiercache::MemoryTier::new(10))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(without_bus.l1_max_age(), None);
+}

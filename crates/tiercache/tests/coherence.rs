@@ -205,13 +205,14 @@ fn write_row(transport: Transport, report: &tiercache_testkit::coherence::Report
         return;
     };
     let row = format!(
-        "| {transport:?} | {} | {} | {} ({} failed) | {} | {} | {:.1} ms | {:.1} ms | {} ms / {} ms |\n",
+        "| {transport:?} | {} | {} | {} ({} failed) | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ms / {} ms |\n",
         seed(),
         report.reads + report.writes,
         report.writes,
         report.failed_writes,
         report.faults,
         report.violations.len(),
+        report.max_healthy_staleness.as_secs_f64() * 1e3,
         report.max_staleness.as_secs_f64() * 1e3,
         report.max_own_staleness.as_secs_f64() * 1e3,
         bound.healthy.as_millis(),

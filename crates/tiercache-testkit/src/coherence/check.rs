@@ -43,6 +43,9 @@ pub struct Report {
     pub max_staleness: Duration,
     /// The same on the writing instance itself.
     pub max_own_staleness: Duration,
+    /// The longest such staleness on another instance for a write that succeeded, away from
+    /// every fault: what the healthy bus delivers.
+    pub max_healthy_staleness: Duration,
 }
 
 /// One write of one key, as the check needs it.
@@ -108,6 +111,9 @@ pub(crate) fn check(records: &[Record], faults: &[(Duration, Duration)], bound: 
                 let faulty = !write.ok
                     || near_fault(write.record.start, write.record.end)
                     || near_fault(read.start, read.start);
+                if !faulty && !own {
+                    report.max_healthy_staleness = report.max_healthy_staleness.max(lag);
+                }
                 let allowed = match (faulty, own) {
                     (true, _) => bound.faulty,
                     (false, true) => Duration::ZERO,
@@ -174,13 +180,14 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} reads, {} writes ({} failed), {} faults, {} violations; max staleness {:?} on other instances, {:?} on the writer",
+            "{} reads, {} writes ({} failed), {} faults, {} violations; max staleness {:?} on other instances ({:?} away from faults), {:?} on the writer",
             self.reads,
             self.writes,
             self.failed_writes,
             self.faults,
             self.violations.len(),
             self.max_staleness,
+            self.max_healthy_staleness,
             self.max_own_staleness
         )?;
         for error in &self.write_errors {

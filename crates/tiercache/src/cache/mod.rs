@@ -411,6 +411,13 @@ impl<C: Codec> Cache<C> {
         self.engine.namespace()
     }
 
+    /// The longest an L1 entry lives whatever its TTL, when there is such a bound (see
+    /// [`CacheBuilder::l1_max_age`](crate::CacheBuilder::l1_max_age); with a bus it defaults to
+    /// [`DEFAULT_L1_MAX_AGE_WITH_BUS`](crate::DEFAULT_L1_MAX_AGE_WITH_BUS)).
+    pub fn l1_max_age(&self) -> Option<std::time::Duration> {
+        self.engine.l1_max_age()
+    }
+
     /// Loads in flight right now (one per key being loaded), the background ones included.
     /// Zero whenever no call is running and nothing runs in the background: a load that ends in
     /// any way — value, error, panic, timeout or cancellation — leaves nothing behind.

@@ -124,6 +124,10 @@ impl<C: tiercache_core::Codec> Engine<C> {
         )
     }
 
+    pub(crate) fn l1_max_age(&self) -> Option<std::time::Duration> {
+        self.front.max_age()
+    }
+
     pub(crate) fn loads_in_flight(&self) -> usize {
         self.flights.len()
     }

@@ -452,8 +452,15 @@ impl Front {
     }
 
     /// The instant the L1 max age allows an entry written now to live until, if there is one.
+    /// The L1 max age, when there is one.
+    pub(crate) fn max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+
     fn deadline(&self) -> Option<Instant> {
-        self.max_age.map(|max_age| Instant::now() + max_age)
+        // A max age past what an Instant can hold is no bound at all.
+        self.max_age
+            .and_then(|max_age| Instant::now().checked_add(max_age))
     }
 
     /// L1's counters, when there is an L1.
