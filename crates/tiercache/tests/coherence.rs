@@ -98,6 +98,9 @@ enum Transport {
     Tracking,
     /// No bus: only the L1 max age bounds what an instance serves.
     None,
+    /// Pub/Sub losing one message in 20 without a word: only the L1 max age bounds what the
+    /// instances that missed one serve.
+    Lossy,
 }
 
 const L1_MAX_AGE: Duration = Duration::from_millis(1_500);
@@ -122,6 +125,13 @@ async fn fleet(url: &str, transport: Transport, size: usize) -> Vec<Arc<dyn Node
             Transport::Tracking => Some(Arc::new(
                 RedisTrackingBus::connect_with(bus_options).await.unwrap(),
             )),
+            Transport::Lossy => {
+                let inner: Arc<dyn Bus> =
+                    Arc::new(RedisBus::connect_with(bus_options).await.unwrap());
+                Some(Arc::new(tiercache_testkit::coherence::DroppingBus::new(
+                    inner, 20,
+                )))
+            }
             Transport::None => None,
         };
         let builder = Cache::builder()
@@ -158,7 +168,17 @@ fn duration() -> Duration {
 async fn check(transport: Transport, faulted: bool, bound: Bound) {
     let server = Arc::new(Mutex::new(RedisServer::start().unwrap()));
     let url = server.lock().unwrap().url();
-    let nodes = fleet(&url, transport, 3).await;
+    check_at(&url, Some(server), transport, faulted, bound).await;
+}
+
+async fn check_at(
+    url: &str,
+    server: Option<Arc<Mutex<RedisServer>>>,
+    transport: Transport,
+    faulted: bool,
+    bound: Bound,
+) {
+    let nodes = fleet(url, transport, 3).await;
     let workload = Workload {
         seed: seed(),
         keys: 16,
@@ -182,7 +202,7 @@ async fn check(transport: Transport, faulted: bool, bound: Bound) {
             eprintln!("{transport:?}: running");
         }
     });
-    let (report, _history) = run(&nodes, &workload, Some(server)).await;
+    let (report, _history) = run(&nodes, &workload, server).await;
     progress.abort();
     eprintln!("{transport:?} (seed {}): {report}", workload.seed);
     write_row(transport, &report, bound);
@@ -285,4 +305,19 @@ async fn without_a_bus_the_l1_max_age_bounds_staleness() {
         faulty: L1_MAX_AGE + PROPAGATION,
     };
     check(Transport::None, true, bound).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_that_loses_messages_silently_is_bounded_by_the_l1_max_age() {
+    let bound = Bound {
+        healthy: L1_MAX_AGE + PROPAGATION,
+        faulty: L1_MAX_AGE + PROPAGATION,
+    };
+    check(Transport::Lossy, false, bound).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_keeps_its_bound_on_a_cluster() {
+    let cluster = tiercache_testkit::RedisCluster::start().unwrap();
+    check_at(&cluster.url(), None, Transport::PubSub, false, bus_bound()).await;
 }

@@ -20,6 +20,7 @@
 //!   write it missed had completed.
 
 mod check;
+mod dropping;
 mod history;
 mod workload;
 
@@ -36,6 +37,7 @@ use std::{
 };
 
 pub use check::{Report, Violation};
+pub use dropping::DroppingBus;
 pub use history::{Op, Record};
 pub use workload::{Fault, Workload, run};
 

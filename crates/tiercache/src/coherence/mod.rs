@@ -11,13 +11,17 @@
 //!   messages come back on Pub/Sub and are ignored; a message whose sender lost one is a gap
 //!   too). The engine applies it to L1 and to the in-process tiers below it, then reports it
 //!   applied, so a reader of the stats that sees the count sees the effect.
-//! - A publish that fails marks this instance's next message, so the others treat it as a gap.
+//! - A publish that fails is kept in a small de-duplicated queue and sent again, ahead of the next
+//!   message, so one lost publish costs the other instances that key, not their whole L1. Only
+//!   when the queue overflows does the next message say that messages were lost (a gap: every
+//!   other L1 is emptied).
 
 mod options;
 
 use std::{
+    collections::VecDeque,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -56,10 +60,100 @@ struct Link {
     bus: Arc<dyn Bus>,
     origin: InstanceId,
     sequence: AtomicU64,
-    /// A publish failed since the last one that worked: the next message says so.
+    /// Messages were lost beyond what `pending` could keep: the next message says so.
     lost: AtomicBool,
+    /// Invalidations whose publish failed, to send again before the next message.
+    pending: Mutex<VecDeque<Invalidation>>,
     counters: BusCounters,
     options: BusOptions,
+}
+
+/// The most failed publishes kept to send again; past it, the next message reports a gap.
+const PENDING_LIMIT: usize = 1_024;
+
+impl Link {
+    /// The next message of this instance, carrying `invalidation`.
+    fn message(&self, invalidation: Invalidation) -> BusMessage {
+        BusMessage {
+            origin: self.origin,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+            sender_lost_messages: self.lost.swap(false, Ordering::SeqCst),
+            sent_at_ms: unix_millis(),
+            invalidation,
+        }
+    }
+
+    /// Publishes `message`, counting the outcome; a failed one that carried the "lost" mark
+    /// hands it on to the next.
+    async fn try_send(&self, message: &BusMessage) -> Result<()> {
+        let result = self.bus.publish(message).await;
+        match &result {
+            Ok(()) => self.counters.published(),
+            Err(_) => {
+                if message.sender_lost_messages {
+                    self.lost.store(true, Ordering::SeqCst);
+                }
+                self.counters.publish_error();
+            }
+        }
+        result
+    }
+
+    /// Sends one invalidation; a failure keeps it to send again.
+    async fn send(&self, invalidation: Invalidation) -> Result<()> {
+        let message = self.message(invalidation);
+        let sent = self.try_send(&message).await;
+        if let Err(err) = &sent {
+            tracing::warn!(bus = self.bus.name(), sequence = message.sequence, %err, "bus publish failed; it is sent again before the next message");
+            self.keep(message.invalidation);
+        }
+        sent
+    }
+
+    /// Keeps an invalidation whose publish failed. A value it carried is not kept: sent late,
+    /// it could land after a newer write of the key, so the key is named instead.
+    fn keep(&self, invalidation: Invalidation) {
+        let invalidation = match invalidation {
+            Invalidation::Update { key, .. } => Invalidation::Keys(vec![key]),
+            other => other,
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.contains(&invalidation) {
+            return;
+        }
+        if pending.len() >= PENDING_LIMIT {
+            // Too much was lost to send again: the next message tells the others to empty L1.
+            pending.clear();
+            self.lost.store(true, Ordering::SeqCst);
+            return;
+        }
+        pending.push_back(invalidation);
+    }
+
+    /// Sends again what failed before, oldest first, until one fails again (it and the rest
+    /// stay queued, in order).
+    async fn send_pending(&self) {
+        loop {
+            let next = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some(invalidation) = next else {
+                return;
+            };
+            let message = self.message(invalidation);
+            if let Err(err) = self.try_send(&message).await {
+                tracing::debug!(bus = self.bus.name(), %err, "resending a failed publish failed again");
+                self.pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push_front(message.invalidation);
+                return;
+            }
+            tracing::info!(bus = self.bus.name(), "a failed publish was sent again");
+        }
+    }
 }
 
 impl Coherence {
@@ -71,6 +165,7 @@ impl Coherence {
                 origin: InstanceId::random(),
                 sequence: AtomicU64::new(0),
                 lost: AtomicBool::new(false),
+                pending: Mutex::new(VecDeque::new()),
                 counters: BusCounters::default(),
                 options,
             }),
@@ -112,25 +207,8 @@ impl Coherence {
         let Some(link) = &self.link else {
             return written;
         };
-        let message = BusMessage {
-            origin: link.origin,
-            sequence: link.sequence.fetch_add(1, Ordering::Relaxed) + 1,
-            sender_lost_messages: link.lost.swap(false, Ordering::SeqCst),
-            sent_at_ms: unix_millis(),
-            invalidation: invalidation(),
-        };
-        let published = match link.bus.publish(&message).await {
-            Ok(()) => {
-                link.counters.published();
-                Ok(())
-            }
-            Err(err) => {
-                link.lost.store(true, Ordering::SeqCst);
-                link.counters.publish_error();
-                tracing::warn!(bus = link.bus.name(), sequence = message.sequence, %err, "bus publish failed; other instances may serve a stale L1 copy until the next message");
-                Err(err)
-            }
-        };
+        link.send_pending().await;
+        let published = link.send(invalidation()).await;
         written.and(published)
     }
 
@@ -247,20 +325,77 @@ mod tests {
         Invalidation::Keys(vec!["k".to_owned()])
     }
 
+    fn key(name: &str) -> Invalidation {
+        Invalidation::Keys(vec![name.to_owned()])
+    }
+
     #[tokio::test]
-    async fn a_failed_publish_marks_the_next_message_as_a_gap_for_receivers() {
+    async fn a_failed_publish_is_sent_again_before_the_next_message() {
         let bus = Arc::new(Recording::default());
         let coherence = Coherence::new(Some((Arc::clone(&bus) as Arc<dyn Bus>, BusOptions::new())));
         bus.failing.store(true, Ordering::SeqCst);
-        assert!(coherence.publish(settled().await, keys).await.is_err());
+        assert!(
+            coherence
+                .publish(settled().await, || key("a"))
+                .await
+                .is_err()
+        );
+        let update = || Invalidation::Update {
+            key: "u".to_owned(),
+            value: tiercache_core::Bytes::from_static(b"v"),
+            ttl: Duration::from_secs(1),
+        };
+        assert!(coherence.publish(settled().await, update).await.is_err());
+        assert!(
+            coherence
+                .publish(settled().await, || key("a"))
+                .await
+                .is_err()
+        );
         bus.failing.store(false, Ordering::SeqCst);
-        coherence.publish(settled().await, keys).await.unwrap();
-        coherence.publish(settled().await, keys).await.unwrap();
+        coherence
+            .publish(settled().await, || key("b"))
+            .await
+            .unwrap();
+
+        let sent = bus.sent.lock().unwrap().clone();
+        let what: Vec<Invalidation> = sent.iter().map(|m| m.invalidation.clone()).collect();
+        // Oldest first, once each; a value is not sent late, its key is.
+        assert_eq!(what, [key("a"), key("u"), key("b")]);
+        assert!(
+            sent.iter().all(|m| !m.sender_lost_messages),
+            "no gap for anyone"
+        );
+    }
+
+    #[tokio::test]
+    async fn too_many_failed_publishes_mark_the_next_message_as_a_gap() {
+        let bus = Arc::new(Recording::default());
+        let coherence = Coherence::new(Some((Arc::clone(&bus) as Arc<dyn Bus>, BusOptions::new())));
+        bus.failing.store(true, Ordering::SeqCst);
+        for n in 0..=PENDING_LIMIT {
+            let name = n.to_string();
+            let failed = coherence.publish(settled().await, || key(&name)).await;
+            assert!(failed.is_err());
+        }
+        bus.failing.store(false, Ordering::SeqCst);
+        coherence
+            .publish(settled().await, || key("next"))
+            .await
+            .unwrap();
+        coherence
+            .publish(settled().await, || key("after"))
+            .await
+            .unwrap();
 
         let sent = bus.sent.lock().unwrap().clone();
         let lost: Vec<bool> = sent.iter().map(|m| m.sender_lost_messages).collect();
-        assert_eq!(lost, [true, false]);
-        assert_eq!(coherence.stats().unwrap().publish_errors, 1);
+        assert_eq!(lost.first(), Some(&true), "the receivers empty L1 once");
+        assert!(lost[1..].iter().all(|lost| !lost));
+        assert_eq!(
+            sent.last().map(|m| m.invalidation.clone()),
+            Some(key("after"))
+        );
     }
 
     #[tokio::test]
