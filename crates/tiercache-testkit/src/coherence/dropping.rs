@@ -46,7 +46,7 @@ impl Bus for DroppingBus {
 
     async fn publish(&self, message: &BusMessage) -> Result<()> {
         let count = self.published.fetch_add(1, Ordering::Relaxed) + 1;
-        if count % self.nth == 0 {
+        if count.is_multiple_of(self.nth) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
