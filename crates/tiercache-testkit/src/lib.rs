@@ -63,8 +63,10 @@ pub mod conformance;
 mod conformance_leases;
 mod local_bus;
 mod map_tier;
+mod proxy;
 mod redis;
 
 pub use local_bus::{LocalBus, LocalNetwork};
 pub use map_tier::{InjectedFailure, MapTier};
+pub use proxy::Proxy;
 pub use redis::{INSTALL_HINT, RedisCluster, RedisServer, redis_server_available};

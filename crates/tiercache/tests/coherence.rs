@@ -20,7 +20,7 @@ use tiercache::{
 use tiercache_redis::fred::types::config::ReconnectPolicy;
 use tiercache_testkit::{
     RedisServer,
-    coherence::{Bound, Fault, Node, NodeFuture, Source, Workload, run},
+    coherence::{Bound, Fault, Node, NodeFuture, Source, Targets, Workload, run},
 };
 
 /// A `Cache` as the checker drives it.
@@ -112,9 +112,11 @@ fn options(url: &str) -> RedisOptions {
         .reconnect_policy(ReconnectPolicy::new_constant(0, 50))
 }
 
-async fn fleet(url: &str, transport: Transport, size: usize) -> Vec<Arc<dyn Node>> {
+/// One instance per URL (each its own connections; a URL may be a proxy's).
+async fn fleet(urls: &[String], transport: Transport) -> Vec<Arc<dyn Node>> {
     let mut nodes: Vec<Arc<dyn Node>> = Vec::new();
-    for _ in 0..size {
+    for url in urls {
+        let url = url.as_str();
         let tier = RedisTier::connect_with(options(url)).await.unwrap();
         let bus_options = RedisBusOptions::new(options(url));
         let bus: Option<Arc<dyn Bus>> = match transport {
@@ -168,17 +170,33 @@ fn duration() -> Duration {
 async fn check(transport: Transport, faulted: bool, bound: Bound) {
     let server = Arc::new(Mutex::new(RedisServer::start().unwrap()));
     let url = server.lock().unwrap().url();
-    check_at(&url, Some(server), transport, faulted, bound).await;
+    let targets = Targets {
+        server: Some(server),
+        proxies: Vec::new(),
+    };
+    let faults = if faulted {
+        faults(duration())
+    } else {
+        Vec::new()
+    };
+    check_at(
+        &[url.clone(), url.clone(), url],
+        targets,
+        transport,
+        faults,
+        bound,
+    )
+    .await;
 }
 
 async fn check_at(
-    url: &str,
-    server: Option<Arc<Mutex<RedisServer>>>,
+    urls: &[String],
+    targets: Targets,
     transport: Transport,
-    faulted: bool,
+    faults: Vec<Fault>,
     bound: Bound,
 ) {
-    let nodes = fleet(url, transport, 3).await;
+    let nodes = fleet(urls, transport).await;
     let workload = Workload {
         seed: seed(),
         keys: 16,
@@ -187,11 +205,7 @@ async fn check_at(
         write_pause: Duration::from_millis(4),
         read_pause: Duration::from_millis(2),
         bound,
-        faults: if faulted {
-            faults(duration())
-        } else {
-            Vec::new()
-        },
+        faults,
         load_delay: Duration::from_millis(3),
     };
     let progress = tokio::spawn(async move {
@@ -202,7 +216,7 @@ async fn check_at(
             eprintln!("{transport:?}: running");
         }
     });
-    let (report, _history) = run(&nodes, &workload, server).await;
+    let (report, _history) = run(&nodes, &workload, targets).await;
     progress.abort();
     eprintln!("{transport:?} (seed {}): {report}", workload.seed);
     write_row(transport, &report, bound);
@@ -319,5 +333,46 @@ async fn a_bus_that_loses_messages_silently_is_bounded_by_the_l1_max_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_keeps_its_bound_on_a_cluster() {
     let cluster = tiercache_testkit::RedisCluster::start().unwrap();
-    check_at(&cluster.url(), None, Transport::PubSub, false, bus_bound()).await;
+    let url = cluster.url();
+    let urls = [url.clone(), url.clone(), url];
+    check_at(
+        &urls,
+        Targets::default(),
+        Transport::PubSub,
+        Vec::new(),
+        bus_bound(),
+    )
+    .await;
+}
+
+/// One instance is cut off from Redis (its connections go through a proxy that stops carrying
+/// bytes) for a second, twice, while the others keep writing: what it serves meanwhile is bounded
+/// by its L1 max age, and once the path heals the bus's late messages clean its L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_instance_is_bounded_by_its_l1_max_age() {
+    let server = Arc::new(Mutex::new(RedisServer::start().unwrap()));
+    let (url, port) = {
+        let server = server.lock().unwrap();
+        (server.url(), server.port())
+    };
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = Arc::new(tiercache_testkit::Proxy::start(target).await.unwrap());
+    let urls = [url.clone(), url, proxy.url()];
+    let targets = Targets {
+        server: Some(server),
+        proxies: vec![Arc::clone(&proxy), Arc::clone(&proxy), proxy],
+    };
+    let cut = |at_ms| Fault::Partition {
+        at: Duration::from_millis(at_ms),
+        lasting: Duration::from_millis(1_000),
+        instance: 2,
+    };
+    check_at(
+        &urls,
+        targets,
+        Transport::PubSub,
+        vec![cut(1_000), cut(3_000)],
+        bus_bound(),
+    )
+    .await;
 }

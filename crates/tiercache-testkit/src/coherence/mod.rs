@@ -39,7 +39,7 @@ use std::{
 pub use check::{Report, Violation};
 pub use dropping::DroppingBus;
 pub use history::{Op, Record};
-pub use workload::{Fault, Workload, run};
+pub use workload::{Fault, Targets, Workload, run};
 
 /// A future a [`Node`] returns.
 pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;

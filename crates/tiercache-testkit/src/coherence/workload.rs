@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{Bound, Node, Op, Record, Report, Source, check::check};
-use crate::RedisServer;
+use crate::{Proxy, RedisServer};
 
 /// A fault injected during a run, at an offset from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +33,36 @@ pub enum Fault {
         /// When.
         at: Duration,
     },
+    /// One instance is cut off from Redis (its [`Proxy`] carries nothing) while the others go
+    /// on: only its L1 max age and gap handling bound what it serves.
+    Partition {
+        /// When.
+        at: Duration,
+        /// For how long.
+        lasting: Duration,
+        /// Which instance's proxy (its index in [`Targets::proxies`]).
+        instance: usize,
+    },
 }
 
 impl Fault {
     fn at(self) -> Duration {
         match self {
-            Self::Pause { at, .. } | Self::Restart { at, .. } | Self::KillPubSub { at } => at,
+            Self::Pause { at, .. }
+            | Self::Restart { at, .. }
+            | Self::KillPubSub { at }
+            | Self::Partition { at, .. } => at,
         }
     }
+}
+
+/// What faults act on: the server, and the proxies between instances and the server.
+#[derive(Debug, Default, Clone)]
+pub struct Targets {
+    /// The redis-server every instance uses.
+    pub server: Option<Arc<Mutex<RedisServer>>>,
+    /// Per instance, the proxy its connections go through (when the test set one up).
+    pub proxies: Vec<Arc<Proxy>>,
 }
 
 /// What a run does.
@@ -132,12 +154,12 @@ impl Shared {
     }
 }
 
-/// Runs `workload` on `nodes` (one per instance), with faults against `server` when there is
-/// one, and checks the history. Returns the report and the history.
+/// Runs `workload` on `nodes` (one per instance), with faults against `targets`, and checks the
+/// history. Returns the report and the history.
 pub async fn run(
     nodes: &[Arc<dyn Node>],
     workload: &Workload,
-    server: Option<Arc<Mutex<RedisServer>>>,
+    targets: Targets,
 ) -> (Report, Vec<Record>) {
     let origin = Instant::now();
     let shared = Arc::new(Shared {
@@ -171,15 +193,15 @@ pub async fn run(
             )));
         }
     }
-    // NOTE: the server lives until every task is done (it is dropped, and so stopped, with its
-    // last handle).
-    let windows = inject(&workload.faults, server.clone(), origin).await;
+    // NOTE: the server and proxies live until every task is done (the server is dropped, and so
+    // stopped, with its last handle).
+    let windows = inject(&workload.faults, &targets, origin).await;
     for task in tasks {
         // NOTE: a task that panicked is a failed node call the history already lacks; the
         // check still runs on what was recorded.
         let _joined = task.await;
     }
-    drop(server);
+    drop(targets);
     let records = std::mem::take(
         &mut *shared
             .records
@@ -193,27 +215,22 @@ pub async fn run(
 }
 
 /// Runs the faults on schedule; the windows they covered, as offsets from `origin`.
-async fn inject(
-    faults: &[Fault],
-    server: Option<Arc<Mutex<RedisServer>>>,
-    origin: Instant,
-) -> Vec<(Duration, Duration)> {
+async fn inject(faults: &[Fault], targets: &Targets, origin: Instant) -> Vec<(Duration, Duration)> {
     let mut windows = Vec::new();
-    let Some(server) = server else {
-        return windows;
-    };
     let mut faults = faults.to_vec();
     faults.sort_by_key(|fault| fault.at());
+    let act = |what: &dyn Fn(&mut RedisServer) -> std::io::Result<()>| {
+        let Some(server) = &targets.server else {
+            return;
+        };
+        let mut server = server.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = what(&mut server) {
+            tracing::warn!(?err, "fault injection failed");
+        }
+    };
     for fault in faults {
         tokio::time::sleep_until((origin + fault.at()).into()).await;
         let start = origin.elapsed();
-        let server = Arc::clone(&server);
-        let act = move |what: &dyn Fn(&mut RedisServer) -> std::io::Result<()>| {
-            let mut server = server.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Err(err) = what(&mut server) {
-                tracing::warn!(?err, "fault injection failed");
-            }
-        };
         match fault {
             Fault::Pause { lasting, .. } => {
                 act(&|server| server.pause());
@@ -234,6 +251,18 @@ async fn inject(
                         .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
                         .map(drop)
                 });
+            }
+            Fault::Partition {
+                lasting, instance, ..
+            } => {
+                let proxy = targets.proxies.get(instance);
+                if let Some(proxy) = proxy {
+                    proxy.blackhole();
+                }
+                tokio::time::sleep(lasting).await;
+                if let Some(proxy) = proxy {
+                    proxy.heal();
+                }
             }
         }
         windows.push((start, origin.elapsed()));
