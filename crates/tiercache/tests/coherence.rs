@@ -167,17 +167,12 @@ fn duration() -> Duration {
     Duration::from_secs(seconds)
 }
 
-async fn check(transport: Transport, faulted: bool, bound: Bound) {
+async fn check(transport: Transport, faults: Vec<Fault>, bound: Bound) {
     let server = Arc::new(Mutex::new(RedisServer::start().unwrap()));
     let url = server.lock().unwrap().url();
     let targets = Targets {
         server: Some(server),
         proxies: Vec::new(),
-    };
-    let faults = if faulted {
-        faults(duration())
-    } else {
-        Vec::new()
     };
     check_at(
         &[url.clone(), url.clone(), url],
@@ -274,7 +269,7 @@ fn bus_bound() -> Bound {
 }
 
 /// Every 5 s of the run: the Pub/Sub connections killed, then the server frozen for 400 ms, then
-/// killed and restarted after 300 ms.
+/// killed and restarted after 300 ms (the stream run also trims its stream away).
 fn faults(duration: Duration) -> Vec<Fault> {
     let cycles = (duration.as_secs() / 5).max(1);
     (0..cycles)
@@ -299,17 +294,25 @@ fn faults(duration: Duration) -> Vec<Fault> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_keeps_its_bound_under_faults() {
-    check(Transport::PubSub, true, bus_bound()).await;
+    check(Transport::PubSub, faults(duration()), bus_bound()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_keeps_its_bound_under_faults() {
-    check(Transport::Stream, true, bus_bound()).await;
+    // And the stream trimmed away under its readers once per cycle: they find their position
+    // gone, report a gap and empty L1.
+    let mut faults = faults(duration());
+    let cycles = faults.len() / 3;
+    faults.extend((0..cycles).map(|cycle| Fault::Command {
+        at: Duration::from_millis(4_200 + 5_000 * cycle as u64),
+        words: &["XTRIM", "tiercache:bus:fleet", "MAXLEN", "0"],
+    }));
+    check(Transport::Stream, faults, bus_bound()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_keeps_its_bound_under_faults() {
-    check(Transport::Tracking, true, bus_bound()).await;
+    check(Transport::Tracking, faults(duration()), bus_bound()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +321,7 @@ async fn without_a_bus_the_l1_max_age_bounds_staleness() {
         healthy: L1_MAX_AGE + PROPAGATION,
         faulty: L1_MAX_AGE + PROPAGATION,
     };
-    check(Transport::None, true, bound).await;
+    check(Transport::None, faults(duration()), bound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +330,7 @@ async fn a_bus_that_loses_messages_silently_is_bounded_by_the_l1_max_age() {
         healthy: L1_MAX_AGE + PROPAGATION,
         faulty: L1_MAX_AGE + PROPAGATION,
     };
-    check(Transport::Lossy, false, bound).await;
+    check(Transport::Lossy, Vec::new(), bound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,14 @@ pub enum Fault {
         /// When.
         at: Duration,
     },
+    /// A command sent to the server, e.g. `XTRIM <stream> MAXLEN 0` to trim the stream bus's
+    /// stream away under its readers.
+    Command {
+        /// When.
+        at: Duration,
+        /// The command's words.
+        words: &'static [&'static str],
+    },
     /// One instance is cut off from Redis (its [`Proxy`] carries nothing) while the others go
     /// on: only its L1 max age and gap handling bound what it serves.
     Partition {
@@ -51,6 +59,7 @@ impl Fault {
             Self::Pause { at, .. }
             | Self::Restart { at, .. }
             | Self::KillPubSub { at }
+            | Self::Command { at, .. }
             | Self::Partition { at, .. } => at,
         }
     }
@@ -251,6 +260,9 @@ async fn inject(faults: &[Fault], targets: &Targets, origin: Instant) -> Vec<(Du
                         .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
                         .map(drop)
                 });
+            }
+            Fault::Command { words, .. } => {
+                act(&|server| server.command(words).map(drop));
             }
             Fault::Partition {
                 lasting, instance, ..
