@@ -14,17 +14,22 @@ use std::{
 };
 
 use tiercache::{
-    Bus, Cache, CacheStrategy, Error, MemoryTier, RedisBus, RedisBusOptions, RedisOptions,
-    RedisStreamBus, RedisTier, RedisTrackingBus,
+    Bus, Cache, CacheStrategy, EntryOptions, Error, MemoryTier, RedisBus, RedisBusOptions,
+    RedisOptions, RedisStreamBus, RedisTier, RedisTrackingBus,
 };
 use tiercache_redis::fred::types::config::ReconnectPolicy;
 use tiercache_testkit::{
     RedisServer,
-    coherence::{Bound, Fault, Node, NodeFuture, Source, Targets, Workload, run},
+    coherence::{Bound, Fault, Node, NodeFuture, Source, Targets, Workload, run, tag_of},
 };
 
 /// A `Cache` as the checker drives it.
 struct CacheNode(Cache);
+
+/// How every value of `key` is stored: the checker's TTL-free strategy and the key's tag.
+fn tagged(key: &str) -> EntryOptions {
+    EntryOptions::new(CacheStrategy::ShortTerm).tags([tag_of(key)])
+}
 
 fn text(err: &Error) -> String {
     err.to_string()
@@ -39,7 +44,7 @@ impl Node for CacheNode {
         let owned = key.to_owned();
         Box::pin(async move {
             self.0
-                .get_or_compute(key, CacheStrategy::ShortTerm, move || async move {
+                .get_or_compute(key, tagged(key), move || async move {
                     Ok::<_, Error>(source.load(&owned).await)
                 })
                 .await
@@ -60,7 +65,7 @@ impl Node for CacheNode {
     fn set<'a>(&'a self, key: &'a str, version: u64) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             self.0
-                .set(key, &version, CacheStrategy::ShortTerm)
+                .set(key, &version, tagged(key))
                 .await
                 .map_err(|err| text(&err))
         })
@@ -69,8 +74,12 @@ impl Node for CacheNode {
     fn set_many<'a>(&'a self, pairs: &'a [(String, u64)]) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             let pairs: Vec<(&str, u64)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            // The checker batches keys of one tag.
+            let options = pairs
+                .first()
+                .map_or_else(EntryOptions::default, |(key, _)| tagged(key));
             self.0
-                .set_many(&pairs, CacheStrategy::ShortTerm)
+                .set_many(&pairs, options)
                 .await
                 .map_err(|err| text(&err))
         })
@@ -88,6 +97,10 @@ impl Node for CacheNode {
                 .map_err(|err| text(&err))
         })
     }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> NodeFuture<'a, ()> {
+        Box::pin(async move { self.0.invalidate_tag(tag).await.map_err(|err| text(&err)) })
+    }
 }
 
 /// Which bus the instances share.
@@ -97,10 +110,10 @@ enum Transport {
     Stream,
     Tracking,
     /// No bus: only the L1 max age bounds what an instance serves.
-    None,
+    NoBus,
     /// Pub/Sub losing one message in 20 without a word: only the L1 max age bounds what the
     /// instances that missed one serve.
-    Lossy,
+    LossyPubSub,
 }
 
 const L1_MAX_AGE: Duration = Duration::from_millis(1_500);
@@ -127,14 +140,14 @@ async fn fleet(urls: &[String], transport: Transport) -> Vec<Arc<dyn Node>> {
             Transport::Tracking => Some(Arc::new(
                 RedisTrackingBus::connect_with(bus_options).await.unwrap(),
             )),
-            Transport::Lossy => {
+            Transport::LossyPubSub => {
                 let inner: Arc<dyn Bus> =
                     Arc::new(RedisBus::connect_with(bus_options).await.unwrap());
                 Some(Arc::new(tiercache_testkit::coherence::DroppingBus::new(
                     inner, 20,
                 )))
             }
-            Transport::None => None,
+            Transport::NoBus => None,
         };
         let builder = Cache::builder()
             .namespace("fleet")
@@ -174,7 +187,9 @@ async fn check(transport: Transport, faults: Vec<Fault>, bound: Bound) {
         server: Some(server),
         proxies: Vec::new(),
     };
+    let name = format!("{transport:?}");
     check_at(
+        &name,
         &[url.clone(), url.clone(), url],
         targets,
         transport,
@@ -185,6 +200,7 @@ async fn check(transport: Transport, faults: Vec<Fault>, bound: Bound) {
 }
 
 async fn check_at(
+    name: &str,
     urls: &[String],
     targets: Targets,
     transport: Transport,
@@ -213,28 +229,28 @@ async fn check_at(
     });
     let (report, _history) = run(&nodes, &workload, targets).await;
     progress.abort();
-    eprintln!("{transport:?} (seed {}): {report}", workload.seed);
-    write_row(transport, &report, bound);
+    eprintln!("{name} (seed {}): {report}", workload.seed);
+    write_row(name, &report, bound);
     assert!(
         report.reads > 1_000 && report.writes > 100,
         "the run ran: {report}"
     );
     assert!(
         report.violations.is_empty(),
-        "{transport:?}, seed {}: {report}",
+        "{name}, seed {}: {report}",
         workload.seed
     );
 }
 
 /// With `TIERCACHE_COHERENCE_REPORT` set (by `cargo xtask coherence`), appends the run's row of
 /// the report table to that file.
-fn write_row(transport: Transport, report: &tiercache_testkit::coherence::Report, bound: Bound) {
+fn write_row(name: &str, report: &tiercache_testkit::coherence::Report, bound: Bound) {
     use std::io::Write as _;
     let Ok(path) = std::env::var("TIERCACHE_COHERENCE_REPORT") else {
         return;
     };
     let row = format!(
-        "| {transport:?} | {} | {} | {} ({} failed) | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ms / {} ms |\n",
+        "| {name} | {} | {} | {} ({} failed) | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ms / {} ms |\n",
         seed(),
         report.reads + report.writes,
         report.writes,
@@ -321,7 +337,7 @@ async fn without_a_bus_the_l1_max_age_bounds_staleness() {
         healthy: L1_MAX_AGE + PROPAGATION,
         faulty: L1_MAX_AGE + PROPAGATION,
     };
-    check(Transport::None, faults(duration()), bound).await;
+    check(Transport::NoBus, faults(duration()), bound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +346,7 @@ async fn a_bus_that_loses_messages_silently_is_bounded_by_the_l1_max_age() {
         healthy: L1_MAX_AGE + PROPAGATION,
         faulty: L1_MAX_AGE + PROPAGATION,
     };
-    check(Transport::Lossy, Vec::new(), bound).await;
+    check(Transport::LossyPubSub, Vec::new(), bound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +355,7 @@ async fn pubsub_keeps_its_bound_on_a_cluster() {
     let url = cluster.url();
     let urls = [url.clone(), url.clone(), url];
     check_at(
+        "PubSub on a 3-primary cluster",
         &urls,
         Targets::default(),
         Transport::PubSub,
@@ -371,6 +388,7 @@ async fn a_partitioned_instance_is_bounded_by_its_l1_max_age() {
         instance: 2,
     };
     check_at(
+        "PubSub, one instance partitioned",
         &urls,
         targets,
         Transport::PubSub,

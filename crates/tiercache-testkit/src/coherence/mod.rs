@@ -10,7 +10,8 @@
 //! - The source of truth ([`Source`]) versions every key: version 0 at the start, one more on
 //!   every write. A loader reads it.
 //! - Writers follow cache-aside: bump the key's version in the source, then `set` the new
-//!   version or `invalidate` the key (also `set_many` and `invalidate_prefix`). Writes of one key
+//!   version or `invalidate` the key (also `set_many`, `invalidate_prefix` and `invalidate_tag`,
+//!   every key carrying one of [`TAGS`] tags). Writes of one key
 //!   are serialized (as a row lock would do): two writers racing on one key with plain `set`s
 //!   would leave the older one last whatever the cache did.
 //! - Readers use `get`, `get_or_compute` and `get_many`.
@@ -60,6 +61,23 @@ pub trait Node: Send + Sync {
     fn invalidate<'a>(&'a self, key: &'a str) -> NodeFuture<'a, ()>;
     /// Removes every key that starts with `prefix` everywhere.
     fn invalidate_prefix<'a>(&'a self, prefix: &'a str) -> NodeFuture<'a, ()>;
+    /// Drops every entry tagged `tag` everywhere. Every value a node stores or loads must carry
+    /// the tag [`tag_of`] gives its key.
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> NodeFuture<'a, ()>;
+}
+
+/// How many tags the keys are spread over.
+pub const TAGS: usize = 4;
+
+/// The tag the checker gives `key` (`k:<n>` carries `t<n mod TAGS>`): a node stores and loads
+/// every value with it, and `invalidate_tag` writes bump every key that carries it.
+pub fn tag_of(key: &str) -> String {
+    let index: usize = key
+        .rsplit(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!("t{}", index % TAGS)
 }
 
 /// The source of truth: a version per key, 0 until first written.

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Bound, Node, Op, Record, Report, Source, check::check};
+use super::{Bound, Node, Op, Record, Report, Source, TAGS, check::check, tag_of};
 use crate::{Proxy, RedisServer};
 
 /// A fault injected during a run, at an offset from its start.
@@ -294,8 +294,9 @@ async fn write_loop(
         let first = rng.below(workload.keys);
         // The keys the write covers, in index order (locks are taken in that order).
         let covered: Vec<usize> = match choice {
+            // Two keys of one tag (a batch carries one set of tags).
             0..=4 => {
-                let second = rng.below(workload.keys);
+                let second = (first + TAGS) % workload.keys.max(1);
                 let mut both = vec![first, second];
                 both.sort_unstable();
                 both.dedup();
@@ -303,6 +304,9 @@ async fn write_loop(
             }
             5..=7 => (0..workload.keys)
                 .filter(|index| Shared::key(*index).starts_with(&Shared::key(first)))
+                .collect(),
+            8..=10 => (0..workload.keys)
+                .filter(|index| index % TAGS == first % TAGS)
                 .collect(),
             _ => vec![first],
         };
@@ -325,7 +329,11 @@ async fn write_loop(
                 "invalidate_prefix",
                 node.invalidate_prefix(&Shared::key(first)).await,
             ),
-            8..=59 => ("set", node.set(&keys[0].0, keys[0].1).await),
+            8..=10 => (
+                "invalidate_tag",
+                node.invalidate_tag(&tag_of(&Shared::key(first))).await,
+            ),
+            11..=59 => ("set", node.set(&keys[0].0, keys[0].1).await),
             _ => ("invalidate", node.invalidate(&keys[0].0).await),
         };
         if let Err(err) = &result {
