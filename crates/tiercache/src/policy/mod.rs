@@ -98,6 +98,21 @@ impl Defaults {
     }
 }
 
+/// When a value that took `load_time` to load began loading, in whole milliseconds since the
+/// Unix epoch, rounded down. A loaded value is as old as its load's start: a tag invalidation
+/// during the load must reject it on read, as a lease rejects it in the shared tier. The
+/// subtraction is made before rounding: rounding both sides first could put the start up to a
+/// millisecond late, past a tag invalidation made just after the source was read.
+fn load_start_ms(load_time: Duration) -> u64 {
+    let now = std::time::SystemTime::now();
+    let start = now.checked_sub(load_time).unwrap_or(std::time::UNIX_EPOCH);
+    start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 impl Policy {
     /// The same policy with no stale window and no eager refresh.
     pub(crate) fn without_keeping(self) -> Self {
@@ -121,12 +136,35 @@ impl Policy {
         meta.stale_window = self.stale_window();
         meta.load_time = load_time;
         if !tags.is_empty() {
-            // NOTE: a loaded value is as old as its load's start: a tag invalidation during the
-            // load must reject it on read, as a lease rejects it in the shared tier.
-            let load_ms = u64::try_from(load_time.as_millis()).unwrap_or(u64::MAX);
-            meta.written_at_ms = tiercache_core::unix_millis().saturating_sub(load_ms);
+            meta.written_at_ms = load_start_ms(load_time);
             meta.tags = tags.to_vec();
         }
         meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::load_start_ms;
+
+    fn ms(at: SystemTime) -> u64 {
+        u64::try_from(at.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    }
+
+    /// A load's start is never stated later than it was: with whole milliseconds subtracted
+    /// from the rounded clock, a load of 1.999 ms read as starting up to a millisecond late.
+    #[test]
+    fn a_load_start_is_never_rounded_late() {
+        let load = Duration::from_micros(1_999);
+        for _ in 0..1_000 {
+            let stated = load_start_ms(load);
+            let latest = ms(SystemTime::now() - load);
+            assert!(
+                stated <= latest,
+                "stated {stated} > latest possible {latest}"
+            );
+        }
     }
 }
