@@ -54,8 +54,9 @@ pub(crate) fn coherence(args: &[String]) -> Result<(), String> {
     let body = std::fs::read_to_string(&rows).unwrap_or_default();
     let report = format!(
         "# Fleet coherence\n\n`cargo xtask coherence --seconds {seconds}`: three instances (L1 + Redis + bus) over one \
-         redis-server, cache-aside writers and readers on each; every 5 s the Pub/Sub connections are killed, the \
-         server is frozen for 400 ms, then killed and restarted after 300 ms.\n\n\
+         redis-server, cache-aside writers and readers on each. The fault cycle: every 5 s the Pub/Sub connections are \
+         killed, the server is frozen for 400 ms, then killed and restarted after 300 ms (and the stream trimmed away, \
+         on the stream bus); \"partitioned\": one instance's proxy carries nothing for 1 s, twice.\n\n\
          | transport | seed | ops | writes | faults | violations | max staleness away from faults | max staleness, other instances | max staleness, writer | bound healthy / faulty |\n\
          |---|---|---|---|---|---|---|---|---|---|\n{body}"
     );

@@ -367,9 +367,9 @@ async fn pubsub_keeps_its_bound_on_a_cluster() {
 
 /// One instance is cut off from Redis (its connections go through a proxy that stops carrying
 /// bytes) for a second, twice, while the others keep writing: what it serves meanwhile is bounded
-/// by its L1 max age, and once the path heals the bus's late messages clean its L1.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_instance_is_bounded_by_its_l1_max_age() {
+/// by its L1 max age, and once the path heals the bus's late messages (or its reconnect's gap)
+/// clean its L1.
+async fn partitioned(transport: Transport, bound: Bound) {
     let server = Arc::new(Mutex::new(RedisServer::start().unwrap()));
     let (url, port) = {
         let server = server.lock().unwrap();
@@ -387,13 +387,31 @@ async fn a_partitioned_instance_is_bounded_by_its_l1_max_age() {
         lasting: Duration::from_millis(1_000),
         instance: 2,
     };
-    check_at(
-        "PubSub, one instance partitioned",
-        &urls,
-        targets,
-        Transport::PubSub,
-        vec![cut(1_000), cut(3_000)],
-        bus_bound(),
-    )
-    .await;
+    let name = format!("{transport:?}, one instance partitioned");
+    let faults = vec![cut(1_000), cut(3_000)];
+    check_at(&name, &urls, targets, transport, faults, bound).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_bounds_a_partitioned_instance_by_its_l1_max_age() {
+    partitioned(Transport::PubSub, bus_bound()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_bounds_a_partitioned_instance_by_its_l1_max_age() {
+    partitioned(Transport::Stream, bus_bound()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_bounds_a_partitioned_instance_by_its_l1_max_age() {
+    partitioned(Transport::Tracking, bus_bound()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_bus_a_partitioned_instance_is_bounded_by_its_l1_max_age() {
+    let bound = Bound {
+        healthy: L1_MAX_AGE + PROPAGATION,
+        faulty: L1_MAX_AGE + PROPAGATION,
+    };
+    partitioned(Transport::NoBus, bound).await;
 }
