@@ -40,9 +40,11 @@ impl std::fmt::Debug for Leases {
 }
 
 impl Leases {
-    pub(super) fn new(levels: usize) -> Self {
+    /// The leases of a load that uses them; none taken yet. Allocates nothing until a lease is
+    /// taken: a plain read below L1 makes one of these on every call.
+    pub(super) fn in_use_empty() -> Self {
         Self {
-            slots: (0..levels).map(|_| None).collect(),
+            slots: Vec::new(),
             in_use: true,
             held_by_other: None,
         }
@@ -62,14 +64,15 @@ impl Leases {
         lease: Lease,
         granted: bool,
     ) {
-        if let Some(slot) = self.slots.get_mut(index) {
-            *slot = Some(Held {
-                tier,
-                stored: stored.to_owned(),
-                lease,
-                granted,
-            });
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
         }
+        self.slots[index] = Some(Held {
+            tier,
+            stored: stored.to_owned(),
+            lease,
+            granted,
+        });
     }
 
     /// Notes that another filler holds the lease of a level for `left`.

@@ -167,7 +167,7 @@ impl Stack {
             return below;
         }
         if leasing != Leasing::Off {
-            below.leases = Leases::new(self.levels.len());
+            below.leases = Leases::in_use_empty();
         }
         let stored = self.namespace.apply(key);
         let keys = Keys {
@@ -284,7 +284,7 @@ impl Stack {
                 let gate_of_key = || gate(i);
                 let mut no_leases = match leasing {
                     Leasing::Off => Leases::default(),
-                    Leasing::Promote(_) | Leasing::Load(_) => Leases::new(self.levels.len()),
+                    Leasing::Promote(_) | Leasing::Load(_) => Leases::in_use_empty(),
                 };
                 let accepted = self
                     .accept(index, keys, entry, decode, &gate_of_key, &mut no_leases)
@@ -465,7 +465,7 @@ impl Stack {
     /// already (a batch, an eager refresh): one round trip per such level. A level where another
     /// filler holds the lease gets none (the fill skips it); a failing level neither.
     pub(crate) async fn lease_key(&self, key: &str, ttl: std::time::Duration) -> Leases {
-        let mut leases = Leases::new(self.levels.len());
+        let mut leases = Leases::in_use_empty();
         let stored = self.namespace.apply(key);
         for (index, level) in self.levels.iter().enumerate() {
             if !level.leases_fills() {
