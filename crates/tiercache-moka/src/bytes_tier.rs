@@ -243,12 +243,8 @@ impl Tier for MokaTier {
 
     async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let owned = prefix.to_owned();
-        self.entries
-            .invalidate_entries_if(move |key, _| key.starts_with(&owned))
-            .map_err(|err| Error::backend(self.name.as_ref(), Some(prefix), err))?;
-        // NOTE: moka removes lazily, so the count of removed entries is not known here.
-        Ok(0)
+        // Lease slots under the prefix go too; the generation above revokes any taken since.
+        Ok(crate::sweep::remove_where(&self.entries, |key, _| key.starts_with(prefix)).await)
     }
 
     async fn clear(&self) -> Result<()> {

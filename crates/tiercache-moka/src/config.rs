@@ -49,9 +49,7 @@ pub(crate) fn build_cache<V>(
 where
     V: crate::expiry::ExpiresAt + Clone + Send + Sync + 'static,
 {
-    let builder = moka::future::Cache::builder()
-        .expire_after(crate::expiry::UntilExpiresAt)
-        .support_invalidation_closures();
+    let builder = moka::future::Cache::builder().expire_after(crate::expiry::UntilExpiresAt);
     match config.max_bytes {
         Some(max_bytes) => builder
             .max_capacity(max_bytes)

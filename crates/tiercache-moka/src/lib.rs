@@ -26,6 +26,7 @@ mod bytes_tier;
 mod config;
 mod expiry;
 mod memory;
+mod sweep;
 
 pub use bytes_tier::MokaTier;
 pub use config::MemoryConfig;

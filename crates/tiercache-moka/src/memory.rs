@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Error, Result};
+use tiercache_core::Result;
 
 use crate::{
     config::{MemoryConfig, build_cache},
@@ -238,33 +238,16 @@ impl MemoryTier {
         self.entries.invalidate(key).await;
     }
 
-    /// Removes every key that starts with `prefix`. The removal is registered at once (reads
-    /// stop seeing the entries immediately) and carried out by moka's housekeeping.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Backend`] if moka refuses the predicate, which it does only when predicate
-    /// invalidation is not enabled (it always is here).
-    pub fn remove_prefix(&self, prefix: &str) -> Result<()> {
-        let prefix = prefix.to_owned();
-        self.entries
-            .invalidate_entries_if(move |key, _| key.starts_with(&prefix))
-            .map(drop)
-            .map_err(|err| Error::backend(self.name.as_ref(), None, err))
+    /// Removes every key that starts with `prefix` and returns how many it removed. Every entry
+    /// inserted before the call is gone when it returns.
+    pub async fn remove_prefix(&self, prefix: &str) -> u64 {
+        crate::sweep::remove_where(&self.entries, |key, _| key.starts_with(prefix)).await
     }
 
-    /// Removes every entry tagged `tag` (see [`MemoryEntry::with_tags`]). Like
-    /// [`remove_prefix`](Self::remove_prefix), reads stop seeing them at once.
-    ///
-    /// # Errors
-    ///
-    /// As [`remove_prefix`](Self::remove_prefix).
-    pub fn remove_tagged(&self, tag: &str) -> Result<()> {
-        let tag = tag.to_owned();
-        self.entries
-            .invalidate_entries_if(move |_, entry| entry.has_tag(&tag))
-            .map(drop)
-            .map_err(|err| Error::backend(self.name.as_ref(), None, err))
+    /// Removes every entry tagged `tag` (see [`MemoryEntry::with_tags`]) and returns how many it
+    /// removed. Every entry inserted before the call is gone when it returns.
+    pub async fn remove_tagged(&self, tag: &str) -> u64 {
+        crate::sweep::remove_where(&self.entries, |_, entry| entry.has_tag(tag)).await
     }
 
     /// Removes every entry.
@@ -358,7 +341,7 @@ mod tests {
             l1.insert(key, MemoryEntry::new(Arc::new(0u8), soon(60_000)))
                 .await;
         }
-        l1.remove_prefix("user:").unwrap();
+        assert_eq!(l1.remove_prefix("user:").await, 2);
         assert!(l1.get("user:1").await.is_none());
         assert!(l1.get("user:2").await.is_none());
         assert!(l1.get("order:1").await.is_some());
@@ -407,9 +390,72 @@ mod tests {
         .await;
         l1.insert("b", MemoryEntry::new(Arc::new(0u8), soon(60_000)))
             .await;
-        l1.remove_tagged("blue").unwrap();
+        assert_eq!(l1.remove_tagged("blue").await, 1);
         assert!(l1.get("a").await.is_none());
         assert!(l1.get("b").await.is_some());
+    }
+
+    /// Moka's predicate removal (`invalidate_entries_if`) drops its predicate once a housekeeping
+    /// scan ends, and the scan sees only entries whose insert it has already applied: an entry
+    /// inserted just before the removal, while housekeeping runs, used to survive it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_inserted_just_before_a_removal_never_survives_it() {
+        let l1 = MemoryTier::new(1_000_000);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let l1 = l1.clone();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    l1.insert(
+                        format!("churn:{}", i % 500),
+                        MemoryEntry::new(Arc::new(i), soon(60_000)),
+                    )
+                    .await;
+                    i += 1;
+                    if i.is_multiple_of(64) {
+                        l1.run_pending_tasks().await;
+                    }
+                }
+            })
+        };
+        let mut survivors = Vec::new();
+        for round in 0..2_000u32 {
+            let tag = format!("tag:{round}");
+            let tagged = format!("tagged:{round}");
+            let prefixed = format!("prefixed:{round}:k");
+            let tags: Arc<[String]> = Arc::from(vec![tag.clone()]);
+            l1.insert(
+                tagged.as_str(),
+                MemoryEntry::new(Arc::new(round), soon(60_000)).with_tags(tags),
+            )
+            .await;
+            l1.insert(
+                prefixed.as_str(),
+                MemoryEntry::new(Arc::new(round), soon(60_000)),
+            )
+            .await;
+            l1.remove_tagged(&tag).await;
+            l1.remove_prefix(&format!("prefixed:{round}:")).await;
+            if round.is_multiple_of(3) {
+                tokio::task::yield_now().await;
+            }
+            l1.run_pending_tasks().await;
+            for key in [&tagged, &prefixed] {
+                if l1.get(key).await.is_some() {
+                    survivors.push(key.clone());
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.await.unwrap();
+        assert!(
+            survivors.is_empty(),
+            "{} survived: {:?}",
+            survivors.len(),
+            &survivors[..survivors.len().min(5)]
+        );
     }
 
     #[tokio::test]

@@ -354,6 +354,22 @@ async fn a_bus_that_loses_messages_silently_is_bounded_by_the_l1_max_age() {
     check(Transport::LossyPubSub, Vec::new(), bound).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_keeps_its_bound_on_a_cluster() {
+    let cluster = tiercache_testkit::RedisCluster::start().unwrap();
+    let url = cluster.url();
+    let urls = [url.clone(), url.clone(), url];
+    check_at(
+        "PubSub on a 3-primary cluster",
+        &urls,
+        Targets::default(),
+        Transport::PubSub,
+        Vec::new(),
+        bus_bound(),
+    )
+    .await;
+}
+
 /// One instance is cut off from Redis (its connections go through a proxy that stops carrying
 /// bytes) for a second, twice, while the others keep writing: what it serves meanwhile is bounded
 /// by its L1 max age, and once the path heals the bus's late messages (or its reconnect's gap)

@@ -4,7 +4,7 @@
 
 use std::{any::Any, sync::Arc};
 
-use tiercache_core::{Result, TierStats};
+use tiercache_core::TierStats;
 
 use super::{Encoded, Kept, Placement};
 use crate::TierOptions;
@@ -167,12 +167,12 @@ mod imp {
             self.tier.remove(key).await;
         }
 
-        pub(in crate::front) fn remove_prefix(&self, prefix: &str) -> Result<()> {
-            self.tier.remove_prefix(prefix)
+        pub(in crate::front) async fn remove_prefix(&self, prefix: &str) {
+            self.tier.remove_prefix(prefix).await;
         }
 
-        pub(in crate::front) fn remove_tagged(&self, tag: &str) -> Result<()> {
-            self.tier.remove_tagged(tag)
+        pub(in crate::front) async fn remove_tagged(&self, tag: &str) {
+            self.tier.remove_tagged(tag).await;
         }
 
         pub(in crate::front) fn clear(&self) {
@@ -236,10 +236,10 @@ mod imp {
         pub(in crate::front) async fn remove(&self, _key: &str) {
             match *self {}
         }
-        pub(in crate::front) fn remove_prefix(&self, _prefix: &str) -> Result<()> {
+        pub(in crate::front) async fn remove_prefix(&self, _prefix: &str) {
             match *self {}
         }
-        pub(in crate::front) fn remove_tagged(&self, _tag: &str) -> Result<()> {
+        pub(in crate::front) async fn remove_tagged(&self, _tag: &str) {
             match *self {}
         }
         pub(in crate::front) fn clear(&self) {

@@ -365,23 +365,11 @@ impl Front {
         let Some(store) = &self.store else {
             return;
         };
-        let removed = match scope {
-            Scope::Key(key) => {
-                store.remove(key).await;
-                Ok(())
-            }
-            Scope::Prefix(prefix) => store.remove_prefix(prefix),
-            Scope::Tag(tag, _) => store.remove_tagged(tag),
-            Scope::All => {
-                store.clear();
-                Ok(())
-            }
-        };
-        if let Err(err) = removed {
-            // Narrow removal needs moka's predicate support; without it nothing narrower than
-            // everything is safe.
-            tracing::warn!(%err, ?scope, "narrow L1 removal failed; emptying L1");
-            store.clear();
+        match scope {
+            Scope::Key(key) => store.remove(key).await,
+            Scope::Prefix(prefix) => store.remove_prefix(prefix).await,
+            Scope::Tag(tag, _) => store.remove_tagged(tag).await,
+            Scope::All => store.clear(),
         }
         // The clock moves once more after the removal: a read that took its stamp after the
         // first move but read L1 itself before the removal (a fail-safe fallback, say) cannot

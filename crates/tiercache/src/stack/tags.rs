@@ -5,8 +5,8 @@
 //!
 //! - A tagged value carries its tags and the wall-clock time it was written in its header.
 //! - `invalidate_tag(tag)` writes a marker `<namespace>:\x01tag:<tag>` holding the time (one
-//!   small key per tag, in every tier below L1), removes the tagged entries from this L1 (moka
-//!   predicate removal, effective for reads at once), and publishes the tag and time on the
+//!   small key per tag, in every tier below L1), removes the tagged entries from this L1 (a walk
+//!   over its entries, done when the call returns), and publishes the tag and time on the
 //!   bus, where every other instance does the same to its L1 and writes the marker into its
 //!   in-process tiers below L1 (which the sender cannot reach).
 //! - A tagged value read from a lower tier is a miss when one of its tags was invalidated at or
