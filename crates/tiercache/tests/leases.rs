@@ -680,3 +680,83 @@ async fn a_load_slower_than_the_lease_ttl_keeps_its_lease_under_a_hard_timeout()
     );
     assert_eq!(cache.stats().fills_revoked, 0);
 }
+
+/// Instance A holds the lease and its source says "not found", so A stores a cached "not found".
+/// Instance B waited for A, finds that negative, and (as `get_or_compute` does) loads over it;
+/// while B's loader runs, instance C writes version 2. B's late version 1 must not overwrite it
+/// in Redis: B fills under the lease its last read took on the negative, which C's write revoked.
+/// (B used to fill with a plain SET after a wait that found a negative.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_over_a_waited_for_negative_never_overwrites_a_newer_set() {
+    let server = RedisServer::start().unwrap();
+    let holder = instance(&server, "negative").await;
+    // The waiter hears of no write over a bus (its messages may be late): only the lease can
+    // keep its late value out of Redis.
+    let redis = RedisTier::connect_with(options(&server, Duration::from_millis(500)))
+        .await
+        .unwrap();
+    let waiter = Cache::builder()
+        .namespace("negative")
+        .memory(MemoryTier::new(100))
+        .tier(redis)
+        .build()
+        .await
+        .unwrap();
+    let writer = instance(&server, "negative").await;
+    let negatives_cached = EntryOptions::default().negative_ttl(Duration::from_secs(60));
+    let holding = {
+        let holder = holder.clone();
+        tokio::spawn(async move {
+            holder
+                .get_or_compute_optional::<u64, _, _, _>("k", negatives_cached, || {
+                    Box::pin(async {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        Ok(None)
+                    }) as LoadFuture
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (wrote, written) = tokio::sync::oneshot::channel::<()>();
+    let loading = {
+        let (waiter, writer) = (waiter.clone(), writer.clone());
+        tokio::spawn(async move {
+            waiter
+                .get_or_compute::<u64, _, _, _>("k", EntryOptions::default(), move || async move {
+                    // Reads version 1 from the source; the writer then writes version 2 (source,
+                    // then cache) before this load returns.
+                    writer
+                        .set("k", &2_u64, CacheStrategy::LongTerm)
+                        .await
+                        .unwrap();
+                    drop(wrote);
+                    Ok::<_, std::io::Error>(1_u64)
+                })
+                .await
+        })
+    };
+    assert_eq!(holding.await.unwrap().unwrap(), None);
+    let loaded = tokio::time::timeout(Duration::from_secs(5), loading)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded, 1, "the caller gets what its loader read");
+    assert!(written.await.is_err(), "the writer wrote during the load");
+    assert!(
+        waiter.stats().lease_waits >= 1,
+        "the waiter waited for the holder"
+    );
+    settled(&waiter).await;
+    assert_eq!(
+        in_redis(&server, "negative", "k").await,
+        Some(2),
+        "the newer set stays in Redis"
+    );
+    assert_eq!(
+        waiter.get::<u64>("k").await.unwrap(),
+        Some(2),
+        "and the waiter's L1 dropped its late value with the revoked fill"
+    );
+}

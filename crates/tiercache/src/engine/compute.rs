@@ -345,9 +345,12 @@ impl<C: Codec> Engine<C> {
                 .wait_for_holder(&key, &decode, left, &job, leasing)
                 .await
             {
-                Awaited::Found(found) => {
+                Awaited::Found(found, newer, newer_stamp) => {
+                    // A cached "not found" may be loaded over: under the leases of the read that
+                    // found it (a write since revokes them), not with a plain store.
                     cached = found;
-                    leases = Leases::default();
+                    leases = newer;
+                    stamp = newer_stamp;
                 }
                 Awaited::Load(newer, newer_stamp) => {
                     leases = newer;

@@ -24,8 +24,9 @@ use crate::{
 
 /// How a wait for another instance's lease ended.
 pub(super) enum Awaited<T> {
-    /// The holder's value (or cached "not found") arrived.
-    Found(Lookup<T>),
+    /// The holder's value (or cached "not found") arrived, read under these leases and after
+    /// this stamp: a caller that loads over a cached "not found" fills under them.
+    Found(Lookup<T>, Leases, Stamp),
     /// No value came: load under these leases (taken by the last ask, or none where another
     /// instance still holds one after the wait's bound), and the stamp taken before that ask
     /// (an invalidation during the wait must not be undone by this load's fill).
@@ -88,7 +89,7 @@ impl<C: Codec> Engine<C> {
             let (found, _, leases) = self.read_below(key, stamp, decode, eager, reads).await;
             match found {
                 Lookup::Miss => {}
-                found => return Awaited::Found(found),
+                found => return Awaited::Found(found, leases, stamp),
             }
             if leases.held_by_other().is_none() {
                 self.counters.lease_takeover();
