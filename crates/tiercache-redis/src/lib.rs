@@ -31,6 +31,7 @@ mod frame;
 mod glob;
 mod lease;
 mod options;
+mod redact;
 mod tier;
 
 /// fred, re-exported for its configuration types ([`fred::types::config::Config`],

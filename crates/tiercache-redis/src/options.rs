@@ -27,7 +27,9 @@ use crate::error::{from_fred, timed_out};
 /// assert!(format!("{options:?}").contains("svc:"));
 /// # Ok::<(), tiercache_core::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output, and every error about it, shows no password.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
     pub(crate) config: Config,
@@ -39,16 +41,48 @@ pub struct RedisOptions {
     pub(crate) name: String,
 }
 
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = crate::redact::REDACTED;
+        f.debug_struct("RedisOptions")
+            .field("server", &self.config.server)
+            .field("username", &self.config.username)
+            .field("password", &self.config.password.as_ref().map(|_| redacted))
+            .field("database", &self.config.database)
+            .field("tls", &self.config.uses_tls())
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisOptions {
     /// Options for the server(s) named by `url`: `redis://`, `redis-cluster://host:port?node=...`,
-    /// `redis-sentinel://...`, and `rediss://` with the `tls` feature.
+    /// `redis-sentinel://...`, and `rediss://` (TLS) with the `tls` feature.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when fred cannot parse the URL.
+    /// [`Error::Config`] when fred cannot parse the URL, or when it asks for TLS and this build
+    /// has no `tls` feature: the connection would otherwise go out in plaintext, password and
+    /// all. The message shows the URL with its password redacted.
     pub fn from_url(url: &str) -> Result<Self> {
-        let config = Config::from_url(url)
-            .map_err(|err| Error::Config(format!("bad Redis URL {url:?}: {err}")))?;
+        if crate::redact::wants_tls(url) && !cfg!(feature = "tls") {
+            return Err(Error::Config(format!(
+                "the Redis URL {} asks for TLS, but tiercache was built without TLS: enable the \
+                 `tls` feature (of tiercache, tiercache-redis or tiercache-bus)",
+                crate::redact::redact_url(url)
+            )));
+        }
+        let config = Config::from_url(url).map_err(|err| {
+            Error::Config(format!(
+                "bad Redis URL {}: {}",
+                crate::redact::redact_url(url),
+                err.details()
+            ))
+        })?;
         Ok(Self::from_config(config))
     }
 
@@ -207,5 +241,48 @@ impl RedisOptions {
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "hunter2-never-shown";
+
+    #[test]
+    fn debug_shows_the_server_but_not_the_password() {
+        let options = RedisOptions::from_url(&format!("redis://app:{PASSWORD}@127.0.0.1:6380/3"))
+            .unwrap_or_else(|err| panic!("{err}"));
+        let shown = format!("{options:?}");
+        assert!(!shown.contains(PASSWORD), "{shown}");
+        assert!(shown.contains("6380") && shown.contains("app") && shown.contains("<redacted>"));
+    }
+
+    /// Without the `tls` feature fred would connect to a `rediss://` URL in plaintext (with a
+    /// warning), sending AUTH in the clear; `cargo xtask test` runs this without the feature.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn a_tls_url_without_the_tls_feature_is_refused() {
+        for url in [
+            format!("rediss://:{PASSWORD}@127.0.0.1:6380"),
+            "rediss-cluster://127.0.0.1:7000".to_owned(),
+        ] {
+            match RedisOptions::from_url(&url) {
+                Err(Error::Config(message)) => {
+                    assert!(message.contains("`tls` feature"), "{message}");
+                    assert!(!message.contains(PASSWORD), "{message}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_tls_url_with_the_tls_feature_asks_for_tls() {
+        let options =
+            RedisOptions::from_url("rediss://127.0.0.1:6380").unwrap_or_else(|err| panic!("{err}"));
+        assert!(options.config.uses_tls());
     }
 }

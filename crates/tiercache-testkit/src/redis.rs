@@ -6,7 +6,7 @@
 use std::{
     io::{self, BufRead, BufReader, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -23,6 +23,7 @@ pub const INSTALL_HINT: &str = "redis-server is not installed: run `apt-get inst
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    tls_port: Option<u16>,
     dir: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
@@ -60,13 +61,55 @@ impl RedisServer {
     ///
     /// As [`start`](Self::start).
     pub fn start_with(extra_args: &[&str]) -> io::Result<Self> {
+        Self::start_in(&scratch_dir()?, extra_args)
+    }
+
+    /// Starts a server that also takes TLS connections on [`tls_port`](Self::tls_port), with the
+    /// certificate and key given in PEM (clients are not asked for certificates). The plain port
+    /// stays open for the test's own commands.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), or when the files cannot be written.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> io::Result<Self> {
         let dir = scratch_dir()?;
+        let cert = dir.join("server.crt");
+        let key = dir.join("server.key");
+        std::fs::write(&cert, cert_pem)?;
+        std::fs::write(&key, key_pem)?;
+        let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+        let mut last_error = None;
+        for _ in 0..5 {
+            let tls_port = free_port()?.to_string();
+            let args = [
+                "--tls-port",
+                &tls_port,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-auth-clients",
+                "no",
+            ];
+            match Self::start_in(&dir, &args) {
+                Ok(mut server) => {
+                    server.tls_port = tls_port.parse().ok();
+                    return Ok(server);
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    fn start_in(dir: &Path, extra_args: &[&str]) -> io::Result<Self> {
         let mut last_error = None;
         // A port found free can be taken by another test before the server binds it: try again.
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port()?,
-                dir: dir.clone(),
+                tls_port: None,
+                dir: dir.to_path_buf(),
                 extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
                 child: None,
             };
@@ -86,6 +129,11 @@ impl RedisServer {
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port of a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// The server's process id, while it runs.
