@@ -60,6 +60,19 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A tier answered but refused the command: out of memory, no permission for it (an ACL),
+    /// a key of another type, a bad argument. The tier is reachable, so its circuit breaker does
+    /// not count this, and trying the same call again would fail the same way.
+    #[error("tier {tier} refused the command{}: {source}", key_suffix(.key))]
+    Refused {
+        /// The tier's name.
+        tier: String,
+        /// The key involved, when there was exactly one.
+        key: Option<String>,
+        /// The tier client's error, which names what was refused.
+        source: BoxError,
+    },
+
     /// A tier or a loader did not answer in time.
     #[error("{what} timed out{}", key_suffix(.key))]
     Timeout {
@@ -120,6 +133,19 @@ impl Error {
         }
     }
 
+    /// Builds [`Error::Refused`] from a tier's client error.
+    pub fn refused(
+        tier: impl Into<String>,
+        key: Option<&str>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Refused {
+            tier: tier.into(),
+            key: key.map(str::to_owned),
+            source: Arc::new(source),
+        }
+    }
+
     /// Builds [`Error::Loader`] from the error a loader returned.
     pub fn loader(key: &str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Loader {
@@ -129,7 +155,7 @@ impl Error {
     }
 
     /// Whether the same call may succeed if tried again: true for tier failures, timeouts and
-    /// skipped tiers, false for bad input, configuration and loader outcomes.
+    /// skipped tiers, false for bad input, refused commands, configuration and loader outcomes.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -140,7 +166,9 @@ impl Error {
     /// The tier this error is about, if it is about one.
     pub fn tier(&self) -> Option<&str> {
         match self {
-            Self::Backend { tier, .. } | Self::Unavailable { tier, .. } => Some(tier),
+            Self::Backend { tier, .. }
+            | Self::Refused { tier, .. }
+            | Self::Unavailable { tier, .. } => Some(tier),
             Self::Timeout { what, .. } if what != "loader" => Some(what),
             _ => None,
         }

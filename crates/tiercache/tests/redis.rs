@@ -399,3 +399,45 @@ async fn settled(cache: &Cache) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+/// A server that refuses writes (out of memory under `noeviction`) is still reachable: the
+/// refusals come back as errors naming the tier, but they do not open the circuit breaker, so
+/// reads keep being served from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_do_not_open_the_breaker() {
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let cache = cache_over(&redis, Duration::from_secs(30)).await;
+    // Written by another instance: this one's L1 does not hold it.
+    let other = cache_over(&redis, Duration::from_secs(30)).await;
+    other
+        .set("kept", &1_u32, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    server
+        .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .unwrap();
+    server
+        .command(&["CONFIG", "SET", "maxmemory", "1"])
+        .unwrap();
+    for i in 0..10 {
+        let err = cache
+            .set(&format!("new:{i}"), &i, CacheStrategy::LongTerm)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Refused { ref tier, .. } if tier == "redis"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("OOM"), "{err}");
+    }
+    assert_eq!(
+        cache.get::<u32>("kept").await.unwrap(),
+        Some(1),
+        "reads still go to Redis"
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.tiers[0].circuit, CircuitState::Closed, "{stats:?}");
+    assert_eq!(stats.tiers[0].circuit_opens, 0);
+    assert!(stats.tiers[0].errors >= 10, "refusals are counted");
+}
