@@ -154,6 +154,7 @@ pub struct LoadCounters {
     background_loads: AtomicU64,
     background_refused: AtomicU64,
     tag_rejected: AtomicU64,
+    tag_times_evicted: AtomicU64,
 }
 
 impl LoadCounters {
@@ -223,6 +224,11 @@ impl LoadCounters {
     pub fn tag_rejected(&self) {
         self.tag_rejected.fetch_add(1, Ordering::Relaxed);
     }
+    /// Counts tag invalidation times dropped from the tag clock while still of use, because it
+    /// reached its capacity.
+    pub fn tag_times_evicted(&self, count: u64) {
+        self.tag_times_evicted.fetch_add(count, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot of a whole cache: each tier top-down, then the loader.
@@ -268,6 +274,9 @@ pub struct CacheStats {
     /// Stored values read as misses because a tag of theirs was invalidated after they were
     /// written.
     pub tag_rejected: u64,
+    /// Tag invalidation times this instance dropped while still of use because its tag clock
+    /// was full (their markers are read again when needed).
+    pub tag_times_evicted: u64,
     /// The invalidation bus, when the cache has one.
     pub bus: Option<crate::BusStats>,
 }
@@ -293,6 +302,7 @@ impl CacheStats {
             background_loads: loads.background_loads.load(Ordering::Relaxed),
             background_refused: loads.background_refused.load(Ordering::Relaxed),
             tag_rejected: loads.tag_rejected.load(Ordering::Relaxed),
+            tag_times_evicted: loads.tag_times_evicted.load(Ordering::Relaxed),
             bus: None,
         }
     }

@@ -110,7 +110,9 @@ pub use policy::{
     DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_LEASE_POLL, DEFAULT_LEASE_TTL, LeaseOptions, Promotion,
     TierOptions,
 };
-pub use stack::{CircuitBreaker, DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
+pub use stack::{
+    CircuitBreaker, DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION, TAG_CLOCK_CAPACITY,
+};
 #[cfg(all(feature = "bus", feature = "streams"))]
 pub use tiercache_bus::RedisStreamBus;
 #[cfg(feature = "bus")]

@@ -32,6 +32,7 @@ pub(crate) fn record(stats: &CacheStats, cache: &str) {
         stats.background_refused,
     );
     counter("tiercache_tag_rejected_total", stats.tag_rejected);
+    counter("tiercache_tag_times_evicted_total", stats.tag_times_evicted);
     for tier in stats.memory.iter().chain(&stats.tiers) {
         record_tier(tier, cache);
     }

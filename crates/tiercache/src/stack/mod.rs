@@ -22,7 +22,7 @@ pub(crate) use examine::{Below, Found};
 pub(crate) use leases::Leases;
 pub(crate) use level::Level;
 pub(crate) use tags::MARKER_PREFIX;
-pub use tags::{DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION};
+pub use tags::{DEFAULT_TAG_CHECK_INTERVAL, DEFAULT_TAG_RETENTION, TAG_CLOCK_CAPACITY};
 use tags::{TagClock, marker_key};
 use tiercache_core::{
     Bytes, DecodeError, Decoded, Entry, Filled, LeaseRead, LoadCounters, Namespace, Result,
@@ -121,7 +121,7 @@ impl Stack {
         Self {
             levels,
             namespace,
-            tags: TagClock::new(check_interval, retention),
+            tags: TagClock::new(check_interval, retention, std::sync::Arc::clone(&counters)),
             counters,
         }
     }

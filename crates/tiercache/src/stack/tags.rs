@@ -23,11 +23,15 @@
 //! of different machines, so clocks must agree to well under a second (NTP does this).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, StoredMeta};
+use scc::hash_map::Entry;
+use tiercache_core::{Bytes, LoadCounters, StoredMeta};
 
 /// What every tag marker key starts with (after the namespace). The control character keeps
 /// markers apart from user keys, which may not contain one.
@@ -38,10 +42,28 @@ pub const DEFAULT_TAG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a tag marker lives in the tiers.
 pub const DEFAULT_TAG_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The most tag times one instance keeps. Past it, times no longer of use go first (a "never
+/// invalidated" past its check interval, a time older than the tag retention), then the longest
+/// known; each of those still of use is counted in
+/// [`CacheStats::tag_times_evicted`](tiercache_core::CacheStats::tag_times_evicted). A dropped
+/// time costs one marker read when a value with that tag is next read below L1.
+pub const TAG_CLOCK_CAPACITY: usize = 100_000;
+
+/// Times no longer of use are swept out once per this many new tags, so a fleet with
+/// per-entity tags (`user:{id}`) does not hold every tag it ever checked until the cap.
+const SWEEP_EVERY: usize = 4_096;
+
 /// The tag invalidation times this instance knows.
 #[derive(Debug)]
 pub(crate) struct TagClock {
     known: scc::HashMap<String, Known>,
+    /// About how many tags `known` holds (exact after each sweep): `len()` would read the
+    /// whole table on every new tag.
+    held: AtomicUsize,
+    /// New tags since the last sweep.
+    added: AtomicUsize,
+    capacity: usize,
+    counters: Arc<LoadCounters>,
     /// Moves on every forget: a time read from a tier before a forget must not be recorded
     /// after it (it may predate the invalidation the forget was for).
     forgets: AtomicU64,
@@ -56,9 +78,26 @@ struct Known {
 }
 
 impl TagClock {
-    pub(crate) fn new(check_interval: Duration, retention: Duration) -> Self {
+    pub(crate) fn new(
+        check_interval: Duration,
+        retention: Duration,
+        counters: Arc<LoadCounters>,
+    ) -> Self {
+        Self::with_capacity(check_interval, retention, counters, TAG_CLOCK_CAPACITY)
+    }
+
+    fn with_capacity(
+        check_interval: Duration,
+        retention: Duration,
+        counters: Arc<LoadCounters>,
+        capacity: usize,
+    ) -> Self {
         Self {
             known: scc::HashMap::new(),
+            held: AtomicUsize::new(0),
+            added: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            counters,
             forgets: AtomicU64::new(0),
             check_interval,
             retention,
@@ -67,17 +106,74 @@ impl TagClock {
 
     /// Notes that `tag` was invalidated at `at_ms` (keeps the later of two times).
     pub(crate) fn record(&self, tag: &str, at_ms: u64) {
+        let entry = self.known.entry_sync(tag.to_owned());
+        self.note(entry, at_ms);
+    }
+
+    /// Keeps the later of the time in `entry` and `at_ms`, learned now; sweeps when the clock
+    /// has grown enough.
+    fn note(&self, entry: Entry<'_, String, Known>, at_ms: u64) {
         let now = Instant::now();
-        self.known
-            .entry_sync(tag.to_owned())
-            .and_modify(|known| {
+        match entry {
+            Entry::Occupied(mut occupied) => {
+                let known = occupied.get_mut();
                 known.invalidated_at_ms = known.invalidated_at_ms.max(at_ms);
                 known.learned = now;
-            })
-            .or_insert(Known {
-                invalidated_at_ms: at_ms,
-                learned: now,
+            }
+            Entry::Vacant(vacant) => {
+                // The entry goes (and its bucket lock with it) before a sweep walks the table.
+                drop(vacant.insert_entry(Known {
+                    invalidated_at_ms: at_ms,
+                    learned: now,
+                }));
+                let held = self.held.fetch_add(1, Ordering::Relaxed) + 1;
+                let added = self.added.fetch_add(1, Ordering::Relaxed) + 1;
+                if held > self.capacity || added >= SWEEP_EVERY {
+                    self.sweep();
+                }
+            }
+        }
+    }
+
+    /// Drops the times no longer of use; when more than the capacity remain, the longest known
+    /// go too, down to three quarters of it (so the next sweep is far off), counted.
+    fn sweep(&self) {
+        self.added.store(0, Ordering::Relaxed);
+        let (check_interval, retention) = (self.check_interval, self.retention);
+        let mut left = 0;
+        self.known.retain_sync(|_, known| {
+            let age = known.learned.elapsed();
+            // A "never invalidated" proves nothing once it is no longer trusted; a time older
+            // than the retention belongs to markers that have expired from the tiers.
+            let useful = if known.invalidated_at_ms == 0 {
+                age < check_interval
+            } else {
+                age < retention
+            };
+            left += usize::from(useful);
+            useful
+        });
+        if left > self.capacity {
+            let excess = left - self.capacity * 3 / 4;
+            let mut learned = Vec::with_capacity(left);
+            self.known.iter_sync(|_, known| {
+                learned.push(known.learned);
+                true
             });
+            if let Some(index) = excess.checked_sub(1).filter(|&i| i < learned.len()) {
+                let (_, &mut cutoff, _) = learned.select_nth_unstable(index);
+                let mut evicted = 0;
+                self.known.retain_sync(|_, known| {
+                    let keep = evicted >= excess || known.learned > cutoff;
+                    evicted += usize::from(!keep);
+                    keep
+                });
+                left -= evicted;
+                self.counters
+                    .tag_times_evicted(u64::try_from(evicted).unwrap_or(u64::MAX));
+            }
+        }
+        self.held.store(left, Ordering::Relaxed);
     }
 
     /// Where the forgets are now: taken before a tier's markers are read, handed to
@@ -91,32 +187,37 @@ impl TagClock {
     /// next check reads it again. The check is made under the entry's lock, which a forget's
     /// removal also takes after it moves the epoch.
     pub(super) fn record_read(&self, tag: &str, at_ms: u64, epoch: u64) {
-        let now = Instant::now();
         let entry = self.known.entry_sync(tag.to_owned());
         if self.forgets.load(Ordering::SeqCst) != epoch {
             return;
         }
-        entry
-            .and_modify(|known| {
-                known.invalidated_at_ms = known.invalidated_at_ms.max(at_ms);
-                known.learned = now;
-            })
-            .or_insert(Known {
-                invalidated_at_ms: at_ms,
-                learned: now,
-            });
+        self.note(entry, at_ms);
     }
 
     /// Forgets what is known of `tag`, so the next check reads its marker.
     pub(crate) fn forget(&self, tag: &str) {
         self.forgets.fetch_add(1, Ordering::SeqCst);
-        self.known.remove_sync(tag);
+        if self.known.remove_sync(tag).is_some() {
+            // Saturating: `held` is a trigger, not a count anything relies on.
+            let _ = self
+                .held
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    Some(held.saturating_sub(1))
+                });
+        }
     }
 
     /// Forgets every tag (after a bus gap: a tag message may have been lost).
     pub(crate) fn forget_all(&self) {
         self.forgets.fetch_add(1, Ordering::SeqCst);
         self.known.clear_sync();
+        self.held.store(0, Ordering::Relaxed);
+    }
+
+    /// How many tag times this instance holds (reads the whole table).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.known.len()
     }
 
     /// Whether this instance knows that a tag of a value with `meta` was invalidated at or after
@@ -158,6 +259,8 @@ pub(super) fn marker_time(bytes: &Bytes) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use tiercache_core::CacheStats;
+
     use super::*;
 
     #[test]
@@ -172,7 +275,11 @@ mod tests {
 
     #[test]
     fn a_known_time_past_its_trust_still_proves_a_value_stale() {
-        let clock = TagClock::new(Duration::from_millis(20), DEFAULT_TAG_RETENTION);
+        let clock = TagClock::new(
+            Duration::from_millis(20),
+            DEFAULT_TAG_RETENTION,
+            Arc::default(),
+        );
         clock.record("t", 100);
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(
@@ -193,7 +300,11 @@ mod tests {
 
     #[test]
     fn a_time_read_before_a_forget_is_not_recorded_after_it() {
-        let clock = TagClock::new(Duration::from_secs(1), DEFAULT_TAG_RETENTION);
+        let clock = TagClock::new(
+            Duration::from_secs(1),
+            DEFAULT_TAG_RETENTION,
+            Arc::default(),
+        );
         let epoch = clock.epoch();
         clock.forget("t");
         clock.record_read("t", 0, epoch);
@@ -204,7 +315,11 @@ mod tests {
 
     #[test]
     fn known_times_keep_the_latest_and_expire_from_trust() {
-        let clock = TagClock::new(Duration::from_millis(50), DEFAULT_TAG_RETENTION);
+        let clock = TagClock::new(
+            Duration::from_millis(50),
+            DEFAULT_TAG_RETENTION,
+            Arc::default(),
+        );
         clock.record("t", 10);
         clock.record("t", 5);
         assert_eq!(clock.trusted("t"), Some(10));
@@ -213,5 +328,51 @@ mod tests {
         clock.record("u", 1);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(clock.trusted("u"), None);
+    }
+
+    #[test]
+    fn the_clock_stays_under_its_capacity_and_counts_what_it_drops() {
+        let counters = Arc::new(LoadCounters::default());
+        let clock = TagClock::with_capacity(
+            Duration::from_secs(60),
+            DEFAULT_TAG_RETENTION,
+            Arc::clone(&counters),
+            1_000,
+        );
+        for id in 0..10_000_u64 {
+            clock.record(&format!("user:{id}"), id + 1);
+            assert!(clock.len() <= 1_000, "{} tags held", clock.len());
+        }
+        let snapshot = CacheStats::new(None, Vec::new(), &counters);
+        assert!(snapshot.tag_times_evicted >= 9_000, "{snapshot:?}");
+        // The latest stay: they are the likeliest to matter to a message still on its way.
+        assert_eq!(clock.trusted("user:9999"), Some(10_000));
+        assert_eq!(clock.trusted("user:0"), None);
+    }
+
+    #[test]
+    fn times_no_longer_of_use_are_swept_out_without_counting() {
+        let counters = Arc::new(LoadCounters::default());
+        let clock = TagClock::new(
+            Duration::from_millis(10),
+            DEFAULT_TAG_RETENTION,
+            Arc::clone(&counters),
+        );
+        // Checked and found never invalidated: of use only while trusted.
+        for id in 0..SWEEP_EVERY {
+            clock.record_read(&format!("checked:{id}"), 0, clock.epoch());
+        }
+        clock.record("invalidated", 5);
+        std::thread::sleep(Duration::from_millis(20));
+        for id in 0..SWEEP_EVERY {
+            clock.record_read(&format!("later:{id}"), 0, clock.epoch());
+        }
+        assert!(clock.len() <= SWEEP_EVERY + 1, "{} tags held", clock.len());
+        let mut meta = StoredMeta::default();
+        meta.tags = vec!["invalidated".to_owned()];
+        meta.written_at_ms = 1;
+        assert!(clock.known_invalidated(&meta), "a real time is kept");
+        let snapshot = CacheStats::new(None, Vec::new(), &counters);
+        assert_eq!(snapshot.tag_times_evicted, 0);
     }
 }
