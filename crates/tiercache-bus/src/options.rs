@@ -71,8 +71,9 @@ impl RedisBusOptions {
         self
     }
 
-    /// Tracking: the Redis tier's own key prefix ([`RedisOptions::key_prefix`]), when it has one:
-    /// tracked keys are `<tier prefix><namespace>:<key>`. Default: the key prefix of the
+    /// The Redis tier's own key prefix ([`RedisOptions::key_prefix`]), when it has one: tracked
+    /// keys are `<tier prefix><namespace>:<key>`, and the stream bus keeps its stream under it
+    /// too (so one ACL key pattern covers the tier and the bus). Default: the key prefix of the
     /// connection options these bus options were made from (so a bus made from
     /// `tier.options().clone()` tracks what the tier writes).
     #[must_use]

@@ -12,7 +12,7 @@ use std::{
 
 use async_trait::async_trait;
 use tiercache_core::{
-    Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, Error, GapReason, Result,
+    Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, Error, GapReason, Result, reserved_key,
 };
 use tiercache_streams::{EntryId, FieldReader, FieldStream, RawEntry, StreamError, Streams};
 use tokio::{sync::broadcast::error::TryRecvError, task::JoinHandle};
@@ -26,7 +26,11 @@ const BATCH: u64 = 512;
 /// How long one blocking read waits before it asks again.
 const BLOCK: Duration = Duration::from_secs(2);
 
-/// The invalidation bus on a Redis Stream (one per namespace, named like the Pub/Sub channel).
+/// The invalidation bus on a Redis Stream (one per namespace and channel).
+///
+/// The stream is an internal key of the cache's namespace, `<namespace>:\u{1}bus:<channel>`
+/// (after the tier's key prefix, if any): no user key can produce it, `clear` on the namespace
+/// removes it with the rest, and a Redis ACL of `~<namespace>:*` covers it.
 ///
 /// Every message is appended with `XADD MAXLEN ~ N`; each instance tails the stream with a
 /// blocking `XREAD` from the last id it applied, on a connection of its own. After that connection
@@ -56,6 +60,7 @@ struct Shared {
     name: String,
     streams: Streams,
     max_len: u64,
+    tier_key_prefix: String,
     stream: OnceLock<FieldStream>,
     reader: OnceLock<FieldReader>,
     tail: Mutex<Option<JoinHandle<()>>>,
@@ -81,6 +86,12 @@ impl fmt::Debug for RedisStreamBus {
             .field("stream", &self.shared.stream.get().map(FieldStream::key))
             .finish_non_exhaustive()
     }
+}
+
+/// The stream's key: an internal key of the namespace, after the tier's own key prefix.
+fn stream_key(tier_key_prefix: &str, scope: BusScope<'_>) -> String {
+    let namespaced = reserved_key(scope.key_prefix, &format!("bus:{}", scope.channel));
+    format!("{tier_key_prefix}{namespaced}")
 }
 
 fn to_error(name: &str, err: StreamError) -> Error {
@@ -117,6 +128,7 @@ impl RedisStreamBus {
                 name,
                 streams,
                 max_len: options.stream_max_len,
+                tier_key_prefix: options.tier_key_prefix,
                 stream: OnceLock::new(),
                 reader: OnceLock::new(),
                 tail: Mutex::new(None),
@@ -137,7 +149,8 @@ impl Bus for RedisStreamBus {
     async fn start(&self, scope: BusScope<'_>, sink: Arc<dyn BusSink>) -> Result<()> {
         let shared = &self.shared;
         let name = shared.name.as_str();
-        let stream = shared.streams.fields(scope.channel).max_len(shared.max_len);
+        let key = stream_key(&shared.tier_key_prefix, scope);
+        let stream = shared.streams.fields(&key).max_len(shared.max_len);
         if shared.stream.set(stream.clone()).is_err() {
             return Err(Error::Config(format!(
                 "bus {name:?} was already started; give each cache its own bus"

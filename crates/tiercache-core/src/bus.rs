@@ -139,7 +139,9 @@ pub struct BusScope<'a> {
     /// unless the bus options name one.
     pub channel: &'a str,
     /// The prefix the cache puts before every key in the tiers below L1 (`"<namespace>:"`, or
-    /// empty): a transport that learns of changes from the shared tier itself strips it.
+    /// `":"` unnamed): a transport that learns of changes from the shared tier itself strips
+    /// it, and one that keeps a key of its own names it with
+    /// [`reserved_key`](crate::reserved_key) under it.
     pub key_prefix: &'a str,
 }
 

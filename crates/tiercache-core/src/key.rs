@@ -72,38 +72,65 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     }
 }
 
+/// What every key the cache keeps for itself starts with, right after the namespace's prefix:
+/// tag markers (`<ns>:\u{1}tag:<tag>`), the stream bus's stream (`<ns>:\u{1}bus:<channel>`).
+/// User keys may not hold a control character, so no user key can produce one of these.
+pub const RESERVED_MARK: char = '\u{1}';
+
 /// A namespace: the prefix that keeps one cache's keys apart from another's in shared tiers.
 ///
-/// The empty namespace adds nothing, so keys are stored as given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Every key is stored as `<name>:<key>`, and the unnamed namespace as `:<key>`. A name may not
+/// hold the separator (`:`), so the stored key splits back into exactly one (namespace, key)
+/// pair: no two caches with different namespaces can ever touch each other's keys, and prefix,
+/// tag and clear operations stay inside their own. Internal keys live under
+/// `<name>:`[`RESERVED_MARK`], which no user key produces, so a Redis ACL of `~<name>:*` covers
+/// all of a cache's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     prefix: String,
 }
 
+impl Default for Namespace {
+    /// The unnamed namespace: keys are stored as `:<key>`.
+    fn default() -> Self {
+        Self {
+            prefix: NAMESPACE_SEPARATOR.to_string(),
+        }
+    }
+}
+
 impl Namespace {
-    /// A namespace named `name`; `""` means none.
+    /// A namespace named `name`; `""` is the unnamed one.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`] when `name` breaks the key rules (an empty name is allowed).
+    /// [`Error::InvalidKey`] when `name` breaks the key rules or holds the separator `:` (an
+    /// empty name is allowed). Use `-`, `_` or `.` to build names from parts (`shop-v2`).
     pub fn new(name: &str) -> Result<Self> {
         if name.is_empty() {
             return Ok(Self::default());
         }
         validate_key(name)?;
+        if name.contains(NAMESPACE_SEPARATOR) {
+            return Err(Error::InvalidKey {
+                key: shortened(name),
+                reason: "a namespace name may not contain ':', the separator between \
+                         namespace and key (use '-', '_' or '.')",
+            });
+        }
         Ok(Self {
             prefix: format!("{name}{NAMESPACE_SEPARATOR}"),
         })
     }
 
-    /// The namespace's name without the separator; `""` for none.
+    /// The namespace's name without the separator; `""` for the unnamed one.
     pub fn name(&self) -> &str {
         self.prefix
             .strip_suffix(NAMESPACE_SEPARATOR)
             .unwrap_or(&self.prefix)
     }
 
-    /// The text every namespaced key starts with (`"shop:"`); `""` for none.
+    /// The text every key of this namespace starts with: `"shop:"`, or `":"` unnamed.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -115,6 +142,22 @@ impl Namespace {
         out.push_str(key);
         out
     }
+
+    /// The stored name of an internal key of this namespace (`name` after the reserved mark).
+    pub fn reserved(&self, name: &str) -> String {
+        reserved_key(&self.prefix, name)
+    }
+}
+
+/// The internal key `name` under a namespace whose keys start with `key_prefix`: the prefix,
+/// [`RESERVED_MARK`], then `name`. For transports, which learn the prefix from
+/// [`BusScope`](crate::BusScope).
+pub fn reserved_key(key_prefix: &str, name: &str) -> String {
+    let mut out = String::with_capacity(key_prefix.len() + 1 + name.len());
+    out.push_str(key_prefix);
+    out.push(RESERVED_MARK);
+    out.push_str(name);
+    out
 }
 
 #[cfg(test)]
@@ -143,8 +186,36 @@ mod tests {
         let ns = Namespace::new("shop").unwrap();
         assert_eq!(ns.apply("user:1"), "shop:user:1");
         assert_eq!(ns.name(), "shop");
+        assert_eq!(ns.reserved("tag:t"), "shop:\u{1}tag:t");
         let none = Namespace::new("").unwrap();
-        assert_eq!(none.apply("user:1"), "user:1");
+        assert_eq!(none.apply("user:1"), ":user:1");
+        assert_eq!(none.name(), "");
+        assert_eq!(none, Namespace::default());
         assert!(Namespace::new("bad\0").is_err());
+    }
+
+    #[test]
+    fn no_two_namespace_and_key_pairs_share_a_stored_key() {
+        assert!(matches!(
+            Namespace::new("x:y"),
+            Err(Error::InvalidKey { reason, .. }) if reason.contains("':'")
+        ));
+        let names = ["", "x", "xy", "x.y", "y"];
+        let keys = ["k", "y:k", ":k", "x:y:k", "k:"];
+        let mut seen = std::collections::HashMap::new();
+        for name in names {
+            let ns = Namespace::new(name).unwrap();
+            for key in keys {
+                let stored = ns.apply(key);
+                if let Some(earlier) = seen.insert(stored.clone(), (name, key)) {
+                    panic!("{earlier:?} and {:?} both store {stored:?}", (name, key));
+                }
+                // An internal key of any namespace is never a user key of another.
+                for other in names {
+                    let reserved = Namespace::new(other).unwrap().reserved("tag:k");
+                    assert_ne!(stored, reserved);
+                }
+            }
+        }
     }
 }

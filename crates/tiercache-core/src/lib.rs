@@ -48,7 +48,8 @@ pub use codec::{
 pub use entry::Entry;
 pub use error::{BoxError, Error, Result};
 pub use key::{
-    MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, validate_key, validate_tag, validate_tags,
+    MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, RESERVED_MARK, reserved_key, validate_key,
+    validate_tag, validate_tags,
 };
 pub use lease::{Filled, Lease, LeaseRead};
 pub use resilience::{DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, FailSafe, MAX_STALE_WINDOW};

@@ -104,7 +104,9 @@ impl CacheBuilder<JsonCodec> {
 
 impl<C: Codec> CacheBuilder<C> {
     /// Prefixes every key in the tiers below L1 with `namespace:` (and, with a bus, names its
-    /// channel), so caches that share a Redis never see each other's keys. Default: none.
+    /// channel), so caches that share a Redis never see each other's keys. A name may not hold
+    /// `:` (so no two (namespace, key) pairs store the same key; [`build`](Self::build) says so);
+    /// without one, keys are stored as `:<key>`. Default: none.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self

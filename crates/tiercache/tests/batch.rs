@@ -51,7 +51,7 @@ async fn get_many_reads_each_lower_tier_once_for_what_missed_above_it() {
     );
     assert_eq!((l2.gets(), l3.gets()), (0, 0), "no single reads");
     assert!(
-        l2.raw("in-l3").is_none(),
+        l2.raw(":in-l3").is_none(),
         "a batch read takes no leases, so it copies nothing into a shared tier that leases"
     );
 
@@ -98,7 +98,7 @@ async fn set_many_writes_every_tier_and_publishes_one_message() {
     a.set_many(&[("k1", 1_u32), ("k2", 2)], CacheStrategy::LongTerm)
         .await
         .unwrap();
-    assert_eq!(shared.keys(), vec!["k1".to_owned(), "k2".to_owned()]);
+    assert_eq!(shared.keys(), vec![":k1".to_owned(), ":k2".to_owned()]);
     assert_eq!(
         b.get_many::<u32>(&["k1", "k2"]).await.unwrap(),
         vec![Some(1), Some(2)]
@@ -159,11 +159,11 @@ async fn the_loader_runs_once_with_just_the_keys_that_missed_everywhere() {
     );
     settled(&cache).await;
     assert!(
-        l2.raw("abc").is_some() && l2.raw("abcdef").is_some(),
+        l2.raw(":abc").is_some() && l2.raw(":abcdef").is_some(),
         "loaded values stored below"
     );
     assert!(
-        l2.raw("missing").is_none(),
+        l2.raw(":missing").is_none(),
         "no negative entry unless asked for"
     );
 

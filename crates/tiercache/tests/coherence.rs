@@ -326,7 +326,7 @@ async fn stream_keeps_its_bound_under_faults() {
     let cycles = faults.len() / 3;
     faults.extend((0..cycles).map(|cycle| Fault::Command {
         at: Duration::from_millis(4_200 + 5_000 * cycle as u64),
-        words: &["XTRIM", "tiercache:bus:fleet", "MAXLEN", "0"],
+        words: &["XTRIM", "fleet:\u{1}bus:tiercache:bus:fleet", "MAXLEN", "0"],
     }));
     check(Transport::Stream, faults, bus_bound()).await;
 }

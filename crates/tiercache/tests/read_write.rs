@@ -303,5 +303,5 @@ async fn a_cache_with_only_a_bytes_tier_works_without_l1() {
     assert_eq!(user, ada());
     assert_eq!(cache.get::<User>("user:1").await.unwrap(), Some(ada()));
     assert!(cache.stats().memory.is_none());
-    assert_eq!(l2.keys(), ["user:1"]);
+    assert_eq!(l2.keys(), [":user:1"], "stored in the unnamed namespace");
 }

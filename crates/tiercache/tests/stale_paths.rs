@@ -207,7 +207,7 @@ async fn a_read_racing_invalidate_does_not_leave_the_old_value_in_l1() {
     let invalidate = cache.invalidate("k");
     race_a_read_with_a_held_write(&cache, &l2, "k", Duration::ZERO, invalidate).await;
 
-    assert!(l2.map.raw("k").is_none(), "the lower tier dropped k");
+    assert!(l2.map.raw(":k").is_none(), "the lower tier dropped k");
     assert_eq!(
         cache.get::<u64>("k").await.unwrap(),
         None,
@@ -232,7 +232,7 @@ async fn a_read_racing_set_does_not_leave_the_old_value_in_l1() {
     let pause = max_age + Duration::from_millis(100);
     race_a_read_with_a_held_write(&cache, &l2, "k", pause, set).await;
 
-    assert!(l2.map.raw("k").is_some(), "the lower tier holds k");
+    assert!(l2.map.raw(":k").is_some(), "the lower tier holds k");
     assert_eq!(
         cache.get::<u64>("k").await.unwrap(),
         Some(2),
@@ -477,7 +477,7 @@ async fn an_invalidated_batch_fallback_is_not_served_again() {
     // The batch may answer the stale value or the loader's error: it overlapped the invalidation.
     let _answer = join(batch).await;
 
-    assert!(l2.map.raw("k").is_none(), "the lower tier dropped k");
+    assert!(l2.map.raw(":k").is_none(), "the lower tier dropped k");
     assert_eq!(
         cache.get::<u64>("k").await.unwrap(),
         None,

@@ -213,7 +213,7 @@ async fn a_shared_dyn_tier_plugs_in_like_any_tier() {
         .set("k", &3u16, CacheStrategy::ShortTerm)
         .await
         .unwrap();
-    assert!(shared.get("k").await.unwrap().is_some());
+    assert!(shared.get(":k").await.unwrap().is_some());
     assert_eq!(cache.get::<u16>("k").await.unwrap(), Some(3));
 }
 
@@ -444,7 +444,7 @@ async fn a_tier_that_keeps_failing_is_skipped_for_the_cool_down_then_probed() {
         cache.stats().tier("l2").unwrap().circuit,
         tiercache::CircuitState::Closed
     );
-    assert!(l2.raw("k").is_some());
+    assert!(l2.raw(":k").is_some());
 }
 
 /// The promotion policies: a key read once from below stays below under `SecondHitWithin`, and
@@ -477,14 +477,14 @@ async fn promotion_policies_decide_which_hits_are_copied_up() {
 
     // "a": first hit in L3 is promoted to L2 (1st of every 2) but not to L1 (first hit).
     assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1));
-    assert!(l2.raw("a").is_some() && l1.get("a").await.is_none());
+    assert!(l2.raw(":a").is_some() && l1.get("a").await.is_none());
     // Second read: an L2 hit now, and the second hit below L1: promoted to L1.
     assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1));
     assert!(l1.get("a").await.is_some());
 
     // "b": the 2nd L2 candidate is skipped by OneIn(2), and it is only a first hit for L1.
     assert_eq!(cache.get::<u32>("b").await.unwrap(), Some(1));
-    assert!(l2.raw("b").is_none() && l1.get("b").await.is_none());
+    assert!(l2.raw(":b").is_none() && l1.get("b").await.is_none());
     assert_eq!(cache.stats().memory.unwrap().promotions, 1);
 }
 

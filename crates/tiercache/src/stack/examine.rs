@@ -282,7 +282,7 @@ impl Stack {
         }
         let keys: Vec<String> = unknown
             .iter()
-            .map(|tag| self.namespace.apply(&marker_key(tag)))
+            .map(|tag| marker_key(&self.namespace, tag))
             .collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let epoch = self.tags.epoch();

@@ -420,7 +420,8 @@ impl Stack {
     }
 
     /// Removes what `scope` covers from the levels `reach` names, bottom-up: a key, a prefix,
-    /// this cache's namespace (the whole tier without one), or, for a tag, writes the tag's
+    /// this cache's namespace (never more: every namespace, the unnamed one too, has a prefix
+    /// of its own, so `clear` never empties a tier it shares), or, for a tag, writes the tag's
     /// marker with its invalidation time. Every level is tried; the failure of the lowest
     /// failing level is returned.
     pub(crate) async fn invalidate(&self, scope: Scope<'_>, reach: Reach) -> Written {
@@ -430,7 +431,7 @@ impl Stack {
         let stored = match scope {
             Scope::Key(key) => self.namespace.apply(key),
             Scope::Prefix(prefix) => self.namespace.apply(prefix),
-            Scope::Tag(tag, _) => self.namespace.apply(&marker_key(tag)),
+            Scope::Tag(tag, _) => marker_key(&self.namespace, tag),
             Scope::All => self.namespace.prefix().to_owned(),
         };
         let mut first_error = None;
@@ -444,7 +445,6 @@ impl Stack {
                     let marker = Entry::new(Bytes::from(at.to_string()), self.tags.retention);
                     level.tier.set(&stored, marker).await
                 }
-                Scope::All if stored.is_empty() => level.tier.clear().await,
                 Scope::All => level.tier.remove_prefix(&stored).await.map(drop),
             };
             if let Err(err) = done {

@@ -31,11 +31,16 @@ use std::{
 };
 
 use scc::hash_map::Entry;
-use tiercache_core::{Bytes, LoadCounters, StoredMeta};
+use tiercache_core::{Bytes, LoadCounters, Namespace, RESERVED_MARK, StoredMeta};
 
-/// What every tag marker key starts with (after the namespace). The control character keeps
-/// markers apart from user keys, which may not contain one.
+/// The name of a tag marker after the namespace's reserved mark: `tag:<tag>`.
+const MARKER_NAME: &str = "tag:";
+
+/// What every tag marker key starts with after the namespace's prefix (the reserved mark, then
+/// [`MARKER_NAME`]): how a transport that reports changed keys reports a marker.
 pub(crate) const MARKER_PREFIX: &str = "\u{1}tag:";
+
+const _: () = assert!(MARKER_PREFIX.as_bytes()[0] == RESERVED_MARK as u8);
 
 /// How long a tag's invalidation time read from a tier is trusted before it is read again.
 pub const DEFAULT_TAG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -241,10 +246,11 @@ impl TagClock {
     }
 }
 
-/// The marker key of `tag`, before the namespace.
+/// The stored key of `tag`'s marker: an internal key of `namespace`, which no user key can
+/// produce.
 #[must_use]
-pub(crate) fn marker_key(tag: &str) -> String {
-    format!("{MARKER_PREFIX}{tag}")
+pub(crate) fn marker_key(namespace: &Namespace, tag: &str) -> String {
+    namespace.reserved(&format!("{MARKER_NAME}{tag}"))
 }
 
 /// Reads a marker's value: the invalidation time as decimal text. Anything else reads as
