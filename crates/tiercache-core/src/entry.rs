@@ -16,12 +16,18 @@ pub struct Entry {
     pub expires_at: Instant,
 }
 
+/// `at` plus `ttl` cut to [`MAX_TTL`](crate::MAX_TTL): never overflows the clock.
+pub fn expiry_after(at: Instant, ttl: Duration) -> Instant {
+    let ttl = crate::clamp_duration(ttl);
+    at.checked_add(ttl).unwrap_or(at)
+}
+
 impl Entry {
-    /// An entry that expires `ttl` from now.
+    /// An entry that expires `ttl` from now (at most [`MAX_TTL`](crate::MAX_TTL)).
     pub fn new(value: impl Into<Bytes>, ttl: Duration) -> Self {
         Self {
             value: value.into(),
-            expires_at: Instant::now() + ttl,
+            expires_at: expiry_after(Instant::now(), ttl),
         }
     }
 

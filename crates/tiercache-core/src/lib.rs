@@ -45,7 +45,7 @@ pub use codec::{
     Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec, MAX_TAG_LEN,
     MAX_TAGS, StoredMeta,
 };
-pub use entry::Entry;
+pub use entry::{Entry, expiry_after};
 pub use error::{BoxError, Error, Result};
 pub use key::{
     MAX_KEY_LEN, NAMESPACE_SEPARATOR, Namespace, RESERVED_MARK, reserved_key, validate_key,
@@ -54,5 +54,7 @@ pub use key::{
 pub use lease::{Filled, Lease, LeaseRead};
 pub use resilience::{DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, FailSafe, MAX_STALE_WINDOW};
 pub use stats::{CacheStats, CircuitState, LoadCounters, TierCounters, TierStats};
-pub use strategy::{CacheStrategy, DEFAULT_TTL, EntryOptions, unit_random};
+pub use strategy::{
+    CacheStrategy, DEFAULT_TTL, EntryOptions, MAX_TTL, clamp_duration, scale_ttl, unit_random,
+};
 pub use tier::Tier;

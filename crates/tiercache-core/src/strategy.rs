@@ -28,26 +28,47 @@ pub enum CacheStrategy {
 }
 
 impl CacheStrategy {
-    /// The TTL of the preset; `None` for [`CacheStrategy::Default`], which the cache resolves.
+    /// The TTL of the preset (a custom one cut to [`MAX_TTL`]); `None` for
+    /// [`CacheStrategy::Default`], which the cache resolves.
     pub fn ttl(self) -> Option<Duration> {
         match self {
             Self::RealTime => Some(Duration::from_secs(10)),
             Self::ShortTerm => Some(Duration::from_secs(5 * 60)),
             Self::MediumTerm => Some(Duration::from_secs(60 * 60)),
             Self::LongTerm => Some(Duration::from_secs(3 * 60 * 60)),
-            Self::Custom(ttl) => Some(ttl),
+            Self::Custom(ttl) => Some(clamp_duration(ttl)),
             Self::Default => None,
         }
     }
 
-    /// The TTL, with [`CacheStrategy::Default`] resolved to `default_ttl`.
+    /// The TTL, with [`CacheStrategy::Default`] resolved to `default_ttl` (cut to [`MAX_TTL`]).
     pub fn ttl_or(self, default_ttl: Duration) -> Duration {
-        self.ttl().unwrap_or(default_ttl)
+        self.ttl().unwrap_or(clamp_duration(default_ttl))
     }
 }
 
 /// The default TTL of a cache: 5 minutes.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// The longest TTL (and the longest of every other duration setting): 2^32 − 1 ms, about 49.7
+/// days, the longest a value's header can state. Longer ones, `Duration::MAX` included, are cut
+/// to it, so no setting overflows a clock or a multiplication.
+pub const MAX_TTL: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// `duration` cut to [`MAX_TTL`].
+pub fn clamp_duration(duration: Duration) -> Duration {
+    duration.min(MAX_TTL)
+}
+
+/// `ttl` times a tier's TTL `scale`, cut to [`MAX_TTL`]; a scale that is not a positive finite
+/// number (which the cache's builder rejects) gives `ttl` itself.
+pub fn scale_ttl(ttl: Duration, scale: f64) -> Duration {
+    if !(scale.is_finite() && scale > 0.0) {
+        return clamp_duration(ttl);
+    }
+    Duration::try_from_secs_f64(clamp_duration(ttl).as_secs_f64() * scale)
+        .map_or(MAX_TTL, clamp_duration)
+}
 
 /// Per-call options: the strategy, jitter, negative caching, tags, and the resilience settings
 /// (fail-safe, loader timeouts, eager refresh) that override the cache's defaults for this call.
@@ -193,11 +214,11 @@ impl EntryOptions {
         self
     }
 
-    /// How long a "not found" from a loader is cached by the optional form of get-or-compute.
-    /// Default: `None` (a "not found" is not cached).
+    /// How long a "not found" from a loader is cached by the optional form of get-or-compute
+    /// (at most [`MAX_TTL`]). Default: `None` (a "not found" is not cached).
     #[must_use]
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.negative_ttl = Some(ttl);
+        self.negative_ttl = Some(clamp_duration(ttl));
         self
     }
 

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tiercache_core::{
     Bus, CacheStrategy, Codec, DEFAULT_TTL, EagerRefresh, Envelope, Error, FailSafe, JsonCodec,
-    LoadCounters, Namespace, Result, Tier,
+    LoadCounters, Namespace, Result, Tier, clamp_duration,
 };
 
 #[cfg(doc)]
@@ -189,7 +189,8 @@ impl<C: Codec> CacheBuilder<C> {
     /// even when the bus is silently dead (or there is none). Default: with a bus,
     /// [`DEFAULT_L1_MAX_AGE_WITH_BUS`] (60 s: a bus that died without a word is then noticed
     /// within a minute, for one read of the tier below per hot key per minute); without one, no
-    /// bound. `Duration::MAX` means no bound.
+    /// bound. `Duration::MAX` means no bound; any other age past [`MAX_TTL`](crate::MAX_TTL) is
+    /// cut to it.
     pub fn l1_max_age(mut self, max_age: Duration) -> Self {
         self.l1_max_age = Some(max_age);
         self
@@ -243,7 +244,8 @@ impl<C: Codec> CacheBuilder<C> {
 
     /// At most `limit` loads run in the background at once (eager refreshes, and loads that
     /// passed their soft timeout). Past it, a refresh is skipped and a soft timeout keeps the
-    /// caller waiting. Default: [`DEFAULT_BACKGROUND_LOADS`].
+    /// caller waiting. Default: [`DEFAULT_BACKGROUND_LOADS`]. A limit past what a semaphore counts
+    /// (`usize::MAX >> 3`) is cut to that.
     pub fn background_loads(mut self, limit: usize) -> Self {
         self.background_loads = limit;
         self
@@ -252,7 +254,7 @@ impl<C: Codec> CacheBuilder<C> {
     /// How long this instance trusts a tag's invalidation time before reading its marker again
     /// on a lower-tier read of a tagged value. With a bus, invalidations reach other instances
     /// at once anyway; this bounds how late an instance learns of one it missed. Default:
-    /// [`DEFAULT_TAG_CHECK_INTERVAL`].
+    /// [`DEFAULT_TAG_CHECK_INTERVAL`]. Cut to [`MAX_TTL`](crate::MAX_TTL).
     pub fn tag_check_interval(mut self, interval: Duration) -> Self {
         self.tag_check_interval = interval;
         self
@@ -260,7 +262,7 @@ impl<C: Codec> CacheBuilder<C> {
 
     /// How long a tag's invalidation marker stays in the tiers below L1. Entries that can live
     /// longer (TTL plus fail-safe window) could come back after it. Default:
-    /// [`DEFAULT_TAG_RETENTION`] (one day).
+    /// [`DEFAULT_TAG_RETENTION`] (one day). Cut to [`MAX_TTL`](crate::MAX_TTL).
     pub fn tag_retention(mut self, retention: Duration) -> Self {
         self.tag_retention = retention;
         self
@@ -295,14 +297,17 @@ impl<C: Codec> CacheBuilder<C> {
         let l1_max_age = match self.l1_max_age {
             Some(Duration::MAX) => None,
             None if self.bus.is_some() => Some(DEFAULT_L1_MAX_AGE_WITH_BUS),
-            set => set,
+            set => set.map(clamp_duration),
         };
         let defaults = Defaults {
             ttl: self.default_strategy.ttl_or(DEFAULT_TTL),
             ..self.defaults
         };
         let counters = Arc::new(LoadCounters::default());
-        let tags = (self.tag_check_interval, self.tag_retention);
+        let tags = (
+            clamp_duration(self.tag_check_interval),
+            clamp_duration(self.tag_retention),
+        );
         let engine = Arc::new(Engine::new(Parts {
             front: Front::new(self.memory, l1_max_age),
             stack: Stack::new(self.tiers, namespace, tags, Arc::clone(&counters)),

@@ -120,7 +120,7 @@ pub use tiercache_bus::{RedisBus, RedisBusOptions, RedisTrackingBus};
 pub use tiercache_core::{
     BoxError, Bus, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec,
     DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, Entry, EntryOptions, Error, FailSafe, JsonCodec,
-    MAX_KEY_LEN, Result, Tier, TierStats, async_trait,
+    MAX_KEY_LEN, MAX_TTL, Result, Tier, TierStats, async_trait,
 };
 #[cfg(feature = "moka")]
 pub use tiercache_moka::{MemoryConfig, MemoryTier, MokaTier};

@@ -7,7 +7,7 @@ use std::{any::Any, sync::Arc};
 use serde::de::DeserializeOwned;
 
 use tiercache_core::{
-    Bytes, Codec, DecodeError, Decoded, EagerRefresh, Result, StoredMeta, validate_key,
+    Bytes, Codec, DecodeError, Decoded, EagerRefresh, Result, StoredMeta, scale_ttl, validate_key,
 };
 
 use super::{Engine, Fallback};
@@ -247,7 +247,7 @@ impl<C: Codec> Engine<C> {
             let meta = StoredMeta::read(&encoded.bytes);
             let life = Life::new(
                 encoded.expires_at,
-                meta.ttl.mul_f64(scale),
+                scale_ttl(meta.ttl, scale),
                 meta.load_time,
                 meta.stale_window,
                 self.defaults.eager_refresh,

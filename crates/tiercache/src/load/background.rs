@@ -33,6 +33,8 @@ pub(crate) struct BackgroundPermit {
 
 impl BackgroundLoads {
     pub(crate) fn new(limit: usize) -> Self {
+        // More permits than a semaphore can count would panic; that many is "no limit" anyway.
+        let limit = limit.min(Semaphore::MAX_PERMITS);
         Self {
             tasks: Mutex::new(JoinSet::new()),
             slots: Arc::new(Semaphore::new(limit)),

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{EagerRefresh, StoredMeta, unit_random};
+use tiercache_core::{EagerRefresh, StoredMeta, scale_ttl, unit_random};
 
 /// The instants of one entry in L1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Placement {
         let ttl = if meta.ttl.is_zero() {
             fresh
         } else {
-            meta.ttl.mul_f64(scale)
+            scale_ttl(meta.ttl, scale)
         };
         let mut life = Life::new(
             read_at + fresh,

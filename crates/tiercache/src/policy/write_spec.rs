@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, Entry, EntryOptions, StoredMeta};
+use tiercache_core::{Bytes, Entry, EntryOptions, StoredMeta, scale_ttl};
 
 use super::{Life, Placement, Policy};
 
@@ -65,13 +65,13 @@ impl WriteSpec {
     /// The entry a tier with TTL scale `scale` stores for `bytes` written at `now`: fresh for
     /// the TTL times the scale, kept for the stale window after that.
     pub(crate) fn entry(&self, bytes: Bytes, scale: f64, now: Instant) -> Entry {
-        let fresh = self.ttl.mul_f64(scale);
+        let fresh = scale_ttl(self.ttl, scale);
         Entry::expiring_at(bytes, now + fresh + self.policy.stale_window())
     }
 
     /// Where the value goes in an L1 with TTL scale `scale`, written at `now`.
     pub(crate) fn placement(&self, scale: f64, weight: Option<usize>, now: Instant) -> Placement {
-        let fresh = self.ttl.mul_f64(scale);
+        let fresh = scale_ttl(self.ttl, scale);
         let life = Life::new(
             now + fresh,
             fresh,

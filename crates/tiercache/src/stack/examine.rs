@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tiercache_core::{Bytes, DecodeError, Decoded, EagerRefresh, Entry, Filled, StoredMeta, Tier};
+use tiercache_core::{
+    Bytes, DEFAULT_TTL, DecodeError, Decoded, EagerRefresh, Entry, Filled, StoredMeta, Tier,
+    expiry_after, scale_ttl,
+};
 
 use super::{Leases, Level, Stack, tags::marker_key, tags::marker_time};
 use crate::{
@@ -119,6 +122,7 @@ impl Stack {
         let level = &self.levels[index];
         let key = keys.key;
         let meta = StoredMeta::read(&entry.value);
+        let entry = within_its_header(entry, &meta, level.scale());
         if !meta.tags.is_empty() && self.tag_invalidated(level, &meta).await {
             self.counters.tag_rejected();
             level.counters.miss();
@@ -302,6 +306,25 @@ impl Stack {
 /// How long a stored entry stays fresh from `now` (its time left minus the stale window its
 /// header gives); `None` once it is stale. Relative, so a stale window longer than the monotonic
 /// clock has been running never makes a stale entry look fresh.
+/// `entry` with its expiry cut to what its own header allows in a level of TTL scale `scale`:
+/// its TTL times the scale plus its stale window, from now (a header without a TTL, as 0.1
+/// wrote them, counts as [`DEFAULT_TTL`]). The expiry comes from the tier (Redis keeps it as
+/// wall-clock time in the value's frame): a far-future one, from a bad clock or a hostile
+/// writer, would otherwise give every promoted copy an almost endless life in L1.
+fn within_its_header(mut entry: Entry, meta: &StoredMeta, scale: f64) -> Entry {
+    let ttl = if meta.ttl.is_zero() {
+        DEFAULT_TTL
+    } else {
+        meta.ttl
+    };
+    let longest = expiry_after(
+        expiry_after(Instant::now(), scale_ttl(ttl, scale)),
+        meta.stale_window,
+    );
+    entry.expires_at = entry.expires_at.min(longest);
+    entry
+}
+
 fn fresh_for(entry: &Entry, meta: &StoredMeta, now: Instant) -> Option<Duration> {
     entry
         .expires_at
