@@ -15,6 +15,10 @@
 //!   reports the write itself, so the `SET` is the message). Baseline: raw `PUBLISH` to receive.
 //!   The issue sets no target for it; the report holds it to the stream transport's 1.5x.
 //!
+//! - `invalidation_authenticated`: `invalidation` with a shared bus key (every message signed
+//!   with HMAC-SHA256 and verified). Baseline: the same unsigned (`invalidation`'s pair), so the
+//!   ratio is what authentication costs. Target: at most 1.05x.
+//!
 //! Each pair runs `ROUNDS` times, alternating; `cargo xtask bench` reports the median of the
 //! per-round ratios. The bench starts its own `redis-server` on a free loopback port.
 #![expect(
@@ -31,8 +35,8 @@ use std::{
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tiercache::{
-    Bus, Cache, CacheStrategy, MemoryTier, RedisBus, RedisStreamBus, RedisTier, RedisTrackingBus,
-    async_trait,
+    Bus, BusKey, BusOptions, Cache, CacheStrategy, MemoryTier, RedisBus, RedisStreamBus, RedisTier,
+    RedisTrackingBus, async_trait,
     core::{BusEvent, BusHealth, BusMessage, BusScope, BusSink},
 };
 use tiercache_benches::{Profile, profile};
@@ -122,7 +126,7 @@ async fn connect_bus(url: &str, via: Via) -> Arc<dyn Bus> {
     }
 }
 
-async fn pair(url: &str, namespace: &str, via: Via, with_redis: bool) -> Pair {
+async fn pair(url: &str, namespace: &str, via: Via, with_redis: bool, options: BusOptions) -> Pair {
     let applied = Arc::new(Notify::new());
     let b_l1 = MemoryTier::new(100);
     let instance = async |l1: MemoryTier, bus: Arc<dyn Bus>| {
@@ -130,7 +134,11 @@ async fn pair(url: &str, namespace: &str, via: Via, with_redis: bool) -> Pair {
         if with_redis {
             builder = builder.tier(RedisTier::connect(url).await.expect("connect the tier"));
         }
-        builder.bus(bus).build().await.expect("build an instance")
+        builder
+            .bus_with(bus, options.clone())
+            .build()
+            .await
+            .expect("build an instance")
     };
     let a_bus = connect_bus(url, via).await;
     let b_bus = Watched {
@@ -233,10 +241,19 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("build the runtime");
-    let bus_only = rt.block_on(pair(&url, "bench-bus", Via::PubSub, false));
-    let with_redis = rt.block_on(pair(&url, "bench-redis", Via::PubSub, true));
-    let stream = rt.block_on(pair(&url, "bench-stream", Via::Stream, false));
-    let tracking = rt.block_on(pair(&url, "bench-tracking", Via::Tracking, true));
+    let plain = BusOptions::new;
+    let bus_only = rt.block_on(pair(&url, "bench-bus", Via::PubSub, false, plain()));
+    let with_redis = rt.block_on(pair(&url, "bench-redis", Via::PubSub, true, plain()));
+    let stream = rt.block_on(pair(&url, "bench-stream", Via::Stream, false, plain()));
+    let tracking = rt.block_on(pair(&url, "bench-tracking", Via::Tracking, true, plain()));
+    let key = BusKey::new([0x5a_u8; 32]).expect("a 32-byte key");
+    let signed = rt.block_on(pair(
+        &url,
+        "bench-signed",
+        Via::PubSub,
+        false,
+        BusOptions::new().authenticate_with(key),
+    ));
     let mut raw = rt.block_on(raw(&url));
     let encoded = Bytes::from(serde_json::to_vec(&profile(1)).expect("encode"));
 
@@ -262,6 +279,20 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+    let mut group = c.benchmark_group("invalidation_authenticated");
+    for round in 1..=ROUNDS {
+        group.bench_with_input(
+            BenchmarkId::new("baseline_unsigned", round),
+            &round,
+            |b, _| {
+                b.iter_custom(|iters| rt.block_on(set_until_gone(&bus_only, iters)));
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("tiercache", round), &round, |b, _| {
+            b.iter_custom(|iters| rt.block_on(set_until_gone(&signed, iters)));
+        });
+    }
+    group.finish();
     drop(server);
 }
 

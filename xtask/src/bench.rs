@@ -236,6 +236,15 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.2),
     },
     Scenario {
+        name: "bus authentication: signed set until gone vs the same unsigned",
+        bench: "invalidation",
+        source: Source::Criterion {
+            group: "invalidation_authenticated",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.05),
+    },
+    Scenario {
         name: "stream bus: set on A until gone from B's L1 vs raw PUBLISH to receive",
         bench: "invalidation",
         source: Source::Criterion {
@@ -429,7 +438,8 @@ fn figures(scenario: &Scenario) -> Result<(f64, f64, String), &'static str> {
     }
 }
 
-/// The figures of a criterion group: a `tiercache` case and a `raw…` case. When the bench ran the
+/// The figures of a criterion group: a `tiercache` case and a `raw…` case (or a `baseline…` one,
+/// when the comparison is with tiercache itself in another configuration). When the bench ran the
 /// pair in alternating rounds (`case/1`, `case/2`, ...), the ratio is the median of the per-round
 /// ratios and the figures are the round with that ratio, so drift between rounds cancels out.
 fn criterion_figures(target: Target, group: &str) -> Result<(f64, f64, String), &'static str> {
@@ -442,8 +452,10 @@ fn criterion_figures(target: Target, group: &str) -> Result<(f64, f64, String), 
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .find(|path| {
-            path.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("raw"))
+            path.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("raw") || n.starts_with("baseline")
+            })
         })
         .ok_or("no result: the bench did not run")?;
     let name = baseline

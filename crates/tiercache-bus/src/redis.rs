@@ -51,9 +51,11 @@ struct Shared {
     publisher: Client,
     subscriber: Client,
     channel: OnceLock<String>,
+    signing: OnceLock<wire::Signing>,
     listener: Mutex<Option<JoinHandle<()>>>,
     subscribed: AtomicBool,
     bad_messages: AtomicU64,
+    unauthenticated: AtomicU64,
     reconnects: AtomicU64,
 }
 
@@ -117,9 +119,11 @@ impl RedisBus {
                 publisher,
                 subscriber,
                 channel: OnceLock::new(),
+                signing: OnceLock::new(),
                 listener: Mutex::new(None),
                 subscribed: AtomicBool::new(false),
                 bad_messages: AtomicU64::new(0),
+                unauthenticated: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
             }),
         })
@@ -141,6 +145,8 @@ impl Bus for RedisBus {
                 shared.name
             )));
         }
+        let signing = wire::Signing::new(scope.key);
+        let _ = shared.signing.set(signing.clone());
         // Taken before subscribing, so no message or reconnect after it is missed.
         let messages = shared.subscriber.message_rx();
         let reconnects = shared.subscriber.reconnect_rx();
@@ -151,6 +157,7 @@ impl Bus for RedisBus {
         let listener = Listener {
             shared: Arc::downgrade(shared),
             channel: channel.to_owned(),
+            signing,
             sink,
         };
         let task = tokio::spawn(listener.run(messages, reconnects));
@@ -168,8 +175,8 @@ impl Bus for RedisBus {
                 shared.name
             )));
         };
-        let payload =
-            wire::encode(message).map_err(|err| Error::backend(&shared.name, None, err))?;
+        let payload = wire::Signing::encode_as(shared.signing.get(), message)
+            .map_err(|err| Error::backend(&shared.name, None, err))?;
         shared
             .publisher
             .publish::<i64, _, _>(channel.as_str(), payload)
@@ -185,6 +192,11 @@ impl Bus for RedisBus {
             shared.bad_messages.load(Ordering::Relaxed),
             shared.reconnects.load(Ordering::Relaxed),
         )
+        .with_unauthenticated(shared.unauthenticated.load(Ordering::Relaxed))
+    }
+
+    fn authenticates(&self) -> bool {
+        true
     }
 }
 
@@ -215,6 +227,7 @@ struct Listener {
     /// Weak, so the task ends when the last `RedisBus` handle is dropped.
     shared: std::sync::Weak<Shared>,
     channel: String,
+    signing: wire::Signing,
     sink: Arc<dyn BusSink>,
 }
 
@@ -256,10 +269,18 @@ impl Listener {
                 return;
             }
         };
-        match wire::decode(&payload) {
+        match self.signing.decode(&payload) {
             Ok(decoded) => self.sink.deliver(BusEvent::Message(decoded)).await,
+            Err(wire::WireError::Unauthenticated) => self.unauthenticated(),
             Err(err) => self.bad_message(&err.to_string()),
         }
+    }
+
+    fn unauthenticated(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(channel = %self.channel, "dropped a bus message without a valid MAC for the shared key");
     }
 
     fn bad_message(&self, why: &str) {

@@ -62,10 +62,12 @@ struct Shared {
     max_len: u64,
     tier_key_prefix: String,
     stream: OnceLock<FieldStream>,
+    signing: OnceLock<wire::Signing>,
     reader: OnceLock<FieldReader>,
     tail: Mutex<Option<JoinHandle<()>>>,
     reading: AtomicBool,
     bad_messages: AtomicU64,
+    unauthenticated: AtomicU64,
     reconnects: AtomicU64,
 }
 
@@ -130,10 +132,12 @@ impl RedisStreamBus {
                 max_len: options.stream_max_len,
                 tier_key_prefix: options.tier_key_prefix,
                 stream: OnceLock::new(),
+                signing: OnceLock::new(),
                 reader: OnceLock::new(),
                 tail: Mutex::new(None),
                 reading: AtomicBool::new(false),
                 bad_messages: AtomicU64::new(0),
+                unauthenticated: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
             }),
         })
@@ -156,6 +160,8 @@ impl Bus for RedisStreamBus {
                 "bus {name:?} was already started; give each cache its own bus"
             )));
         }
+        let signing = wire::Signing::new(scope.key);
+        let _ = shared.signing.set(signing.clone());
         let reader = stream.reader().await.map_err(|err| to_error(name, err))?;
         // Messages before now concern entries this (new, empty) L1 cannot hold.
         let start = stream
@@ -169,6 +175,7 @@ impl Bus for RedisStreamBus {
             max_len: shared.max_len,
             stream,
             reader,
+            signing,
             sink,
         };
         let task = tokio::spawn(tail.run(start));
@@ -186,8 +193,8 @@ impl Bus for RedisStreamBus {
                 shared.name
             )));
         };
-        let payload =
-            wire::encode(message).map_err(|err| Error::backend(&shared.name, None, err))?;
+        let payload = wire::Signing::encode_as(shared.signing.get(), message)
+            .map_err(|err| Error::backend(&shared.name, None, err))?;
         stream
             .publish(&[(MESSAGE_FIELD.as_bytes(), payload.as_ref())])
             .await
@@ -204,6 +211,11 @@ impl Bus for RedisStreamBus {
             shared.bad_messages.load(Ordering::Relaxed),
             shared.reconnects.load(Ordering::Relaxed),
         )
+        .with_unauthenticated(shared.unauthenticated.load(Ordering::Relaxed))
+    }
+
+    fn authenticates(&self) -> bool {
+        true
     }
 }
 
@@ -214,6 +226,7 @@ struct Tail {
     max_len: u64,
     stream: FieldStream,
     reader: FieldReader,
+    signing: wire::Signing,
     sink: Arc<dyn BusSink>,
 }
 
@@ -286,11 +299,18 @@ impl Tail {
     async fn apply(&self, entry: RawEntry) {
         let decoded = entry
             .field(MESSAGE_FIELD)
-            .ok_or_else(|| "no message field".to_owned())
-            .and_then(|payload| wire::decode(payload).map_err(|err| err.to_string()));
+            .ok_or(None)
+            .and_then(|payload| self.signing.decode(payload).map_err(Some));
         match decoded {
             Ok(message) => self.sink.deliver(BusEvent::Message(message)).await,
-            Err(why) => {
+            Err(Some(wire::WireError::Unauthenticated)) => {
+                if let Some(shared) = self.shared.upgrade() {
+                    shared.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(stream = self.stream.key(), id = %entry.id, "dropped a bus entry without a valid MAC for the shared key");
+            }
+            Err(err) => {
+                let why = err.map_or_else(|| "no message field".to_owned(), |err| err.to_string());
                 if let Some(shared) = self.shared.upgrade() {
                     shared.bad_messages.fetch_add(1, Ordering::Relaxed);
                 }

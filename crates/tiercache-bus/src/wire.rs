@@ -5,7 +5,8 @@
 //! 0       1     magic 0xB7
 //! 1       1     version (2; version 1 is still read)
 //! 2       1     kind: 1 keys, 2 prefix, 3 clear, 4 update, 5 tag (version 2 only)
-//! 3       1     flags: bit 0 = the sender lost an earlier message; other bits must be 0
+//! 3       1     flags: bit 0 = the sender lost an earlier message; bit 1 = a MAC follows the
+//!               body; other bits must be 0
 //! 4       16    origin instance id (u128)
 //! 20      8     sequence (u64)
 //! 28      8     version 2 only: sent at, milliseconds since the Unix epoch (u64)
@@ -15,7 +16,13 @@
 //!   clear:  nothing
 //!   update: u16 key length, key bytes, u64 TTL in milliseconds, u32 value length, value bytes
 //!   tag:    u16 tag length, tag bytes, u64 invalidated at (milliseconds since the Unix epoch)
+//! then, when flag bit 1 is set:
+//!   mac:    32 bytes, HMAC-SHA256 under the fleet's shared key of every byte before it
 //! ```
+//!
+//! [`encode_signed`] sets the flag and appends the MAC; [`decode_verified`] accepts only a
+//! message whose MAC verifies under the key (compared in constant time). The MAC covers the
+//! flags byte, so clearing the flag does not make a forged message pass as an unsigned one.
 //!
 //! Integers are little-endian. Every key must pass [`validate_key`], every tag
 //! [`validate_tag`]. A message is at most
@@ -25,7 +32,9 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tiercache_core::{BusMessage, InstanceId, Invalidation, validate_key, validate_tag};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tiercache_core::{BusKey, BusMessage, InstanceId, Invalidation, validate_key, validate_tag};
 
 /// First byte of every message.
 pub const MAGIC: u8 = 0xB7;
@@ -43,6 +52,11 @@ const KIND_CLEAR: u8 = 3;
 const KIND_UPDATE: u8 = 4;
 const KIND_TAG: u8 = 5;
 const FLAG_SENDER_LOST: u8 = 0b1;
+const FLAG_MAC: u8 = 0b10;
+/// Bytes of the MAC a signed message ends with.
+pub const MAC_LEN: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// Why bytes are not a message (or a message cannot be encoded).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +89,9 @@ pub enum WireError {
     /// A key or prefix that is not UTF-8 or breaks the key rules.
     #[error("bad key in bus message: {0}")]
     BadKey(String),
+    /// The message carries no MAC, or one that does not verify under the shared key.
+    #[error("bus message is not authenticated by the shared key")]
+    Unauthenticated,
     /// An invalidation kind this wire version cannot carry (encoding only).
     #[error("this kind of invalidation has no form in bus message version {VERSION}")]
     Unsupported,
@@ -90,15 +107,29 @@ pub enum WireError {
 /// [`WireError::TooLong`] when the result would exceed [`MAX_MESSAGE_LEN`];
 /// [`WireError::FieldTooLarge`] or [`WireError::NoKeys`] when a field cannot be represented.
 pub fn encode(message: &BusMessage) -> Result<Bytes, WireError> {
-    let mut out = BytesMut::with_capacity(HEADER_LEN + 64);
+    encode_with(message, None)
+}
+
+/// Encodes `message` with a MAC under `key` (see the module docs).
+///
+/// # Errors
+///
+/// As [`encode`].
+pub fn encode_signed(message: &BusMessage, key: &BusKey) -> Result<Bytes, WireError> {
+    encode_with(message, Some(key))
+}
+
+fn encode_with(message: &BusMessage, key: Option<&BusKey>) -> Result<Bytes, WireError> {
+    let mut out = BytesMut::with_capacity(HEADER_LEN + 64 + MAC_LEN);
     out.put_u8(MAGIC);
     out.put_u8(VERSION);
     out.put_u8(kind_of(&message.invalidation)?);
-    out.put_u8(if message.sender_lost_messages {
+    let lost = if message.sender_lost_messages {
         FLAG_SENDER_LOST
     } else {
         0
-    });
+    };
+    out.put_u8(lost | if key.is_some() { FLAG_MAC } else { 0 });
     out.put_u128_le(message.origin.0);
     out.put_u64_le(message.sequence);
     out.put_u64_le(message.sent_at_ms);
@@ -130,6 +161,10 @@ pub fn encode(message: &BusMessage) -> Result<Bytes, WireError> {
         }
         // Clear has no body, and `kind_of` already refused kinds this version cannot carry.
         _ => {}
+    }
+    if let Some(key) = key {
+        let tag = keyed(key)?.chain_update(&out).finalize().into_bytes();
+        out.put_slice(&tag);
     }
     if out.len() > MAX_MESSAGE_LEN {
         return Err(WireError::TooLong(out.len()));
@@ -163,9 +198,52 @@ fn put_short_str(out: &mut BytesMut, text: &str) -> Result<(), WireError> {
 ///
 /// A [`WireError`] naming the first thing wrong with the input.
 pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
+    decode_with(input, None)
+}
+
+/// Decodes `input` if it carries a MAC that verifies under `key`; a message without one, or
+/// with a wrong one, is [`WireError::Unauthenticated`] (and is not parsed further).
+///
+/// # Errors
+///
+/// As [`decode`], and [`WireError::Unauthenticated`].
+pub fn decode_verified(input: &Bytes, key: &BusKey) -> Result<BusMessage, WireError> {
+    decode_with(input, Some(key))
+}
+
+/// A MAC computer keyed with `key`.
+fn keyed(key: &BusKey) -> Result<HmacSha256, WireError> {
+    HmacSha256::new_from_slice(key.secret()).map_err(|_| WireError::Unauthenticated)
+}
+
+/// The message without its MAC, once the MAC is checked against `key` (without a key, a MAC is
+/// stripped unchecked: such a receiver trusts its channel).
+fn body_of(input: &Bytes, key: Option<&BusKey>) -> Result<Bytes, WireError> {
+    let signed = input.get(3).is_some_and(|flags| flags & FLAG_MAC != 0);
+    if !signed {
+        return match key {
+            Some(_) => Err(WireError::Unauthenticated),
+            None => Ok(input.clone()),
+        };
+    }
+    let Some(body_len) = input.len().checked_sub(MAC_LEN).filter(|len| *len > 3) else {
+        return Err(WireError::Truncated("mac"));
+    };
+    let (body, tag) = input.split_at(body_len);
+    if let Some(key) = key {
+        keyed(key)?
+            .chain_update(body)
+            .verify_slice(tag)
+            .map_err(|_| WireError::Unauthenticated)?;
+    }
+    Ok(input.slice(..body_len))
+}
+
+fn decode_with(input: &Bytes, key: Option<&BusKey>) -> Result<BusMessage, WireError> {
     if input.len() > MAX_MESSAGE_LEN {
         return Err(WireError::TooLong(input.len()));
     }
+    let input = &body_of(input, key)?;
     let mut reader = Reader { input, at: 0 };
     let magic = reader.u8("magic")?;
     if magic != MAGIC {
@@ -177,7 +255,7 @@ pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
     }
     let kind = reader.u8("kind")?;
     let flags = reader.u8("flags")?;
-    if flags & !FLAG_SENDER_LOST != 0 {
+    if flags & !(FLAG_SENDER_LOST | FLAG_MAC) != 0 {
         return Err(WireError::UnknownFlags(flags));
     }
     let origin = InstanceId(u128::from_le_bytes(reader.array("origin")?));
@@ -231,6 +309,46 @@ pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
         sent_at_ms,
         invalidation,
     })
+}
+
+/// How one transport writes and reads the wire: signed under the fleet's key, or plain.
+#[derive(Debug, Clone, Default)]
+pub struct Signing {
+    key: Option<BusKey>,
+}
+
+impl Signing {
+    /// Signs with and requires `key` when there is one; plain otherwise.
+    pub fn new(key: Option<&BusKey>) -> Self {
+        Self { key: key.cloned() }
+    }
+
+    /// Encodes `message`, signed when there is a key.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`].
+    pub fn encode(&self, message: &BusMessage) -> Result<Bytes, WireError> {
+        encode_with(message, self.key.as_ref())
+    }
+
+    /// Encodes `message` as `signing` says; plain when there is none (a transport not started).
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`].
+    pub fn encode_as(signing: Option<&Self>, message: &BusMessage) -> Result<Bytes, WireError> {
+        signing.map_or_else(|| encode(message), |signing| signing.encode(message))
+    }
+
+    /// Decodes `input`; with a key, only when its MAC verifies.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_verified`] with a key, as [`decode`] without.
+    pub fn decode(&self, input: &Bytes) -> Result<BusMessage, WireError> {
+        decode_with(input, self.key.as_ref())
+    }
 }
 
 /// A cursor that only hands out bytes that are there.
@@ -353,7 +471,7 @@ mod tests {
         assert_eq!(with(0, 0x00), Err(WireError::BadMagic(0)));
         assert_eq!(with(1, 9), Err(WireError::UnknownVersion(9)));
         assert_eq!(with(2, 77), Err(WireError::UnknownKind(77)));
-        assert_eq!(with(3, 0b10), Err(WireError::UnknownFlags(0b10)));
+        assert_eq!(with(3, 0b100), Err(WireError::UnknownFlags(0b100)));
         assert_eq!(
             decode(&good.slice(..good.len() - 1)),
             Err(WireError::Truncated("key"))
@@ -370,6 +488,52 @@ mod tests {
         ));
         let huge = Bytes::from(vec![MAGIC; MAX_MESSAGE_LEN + 1]);
         assert_eq!(decode(&huge), Err(WireError::TooLong(MAX_MESSAGE_LEN + 1)));
+    }
+
+    #[test]
+    fn signed_messages_verify_only_under_their_key() {
+        let key = BusKey::new([7u8; 32]).unwrap();
+        let other = BusKey::new([8u8; 32]).unwrap();
+        let sent = message(Invalidation::Keys(vec!["user:1".into()]));
+        let plain = encode(&sent).unwrap();
+        let signed = encode_signed(&sent, &key).unwrap();
+        assert_eq!(signed.len(), plain.len() + MAC_LEN);
+        assert_eq!(decode_verified(&signed, &key).unwrap(), sent);
+        assert_eq!(
+            decode(&signed).unwrap(),
+            sent,
+            "read unchecked without a key"
+        );
+        assert_eq!(
+            decode_verified(&signed, &other),
+            Err(WireError::Unauthenticated)
+        );
+        assert_eq!(
+            decode_verified(&plain, &key),
+            Err(WireError::Unauthenticated)
+        );
+        // Every flipped bit is caught, in the header, the body and the MAC alike.
+        for at in 0..signed.len() {
+            for bit in 0..8 {
+                let mut bytes = signed.to_vec();
+                bytes[at] ^= 1 << bit;
+                assert!(
+                    decode_verified(&Bytes::from(bytes), &key).is_err(),
+                    "{at}/{bit}"
+                );
+            }
+        }
+        // Nor does cutting the MAC off and clearing its flag.
+        let mut stripped = signed[..signed.len() - MAC_LEN].to_vec();
+        stripped[3] &= !FLAG_MAC;
+        assert_eq!(
+            decode_verified(&Bytes::from(stripped), &key),
+            Err(WireError::Unauthenticated)
+        );
+        assert_eq!(
+            decode_verified(&signed.slice(..10), &key),
+            Err(WireError::Truncated("mac"))
+        );
     }
 
     #[test]

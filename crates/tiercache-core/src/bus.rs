@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::Result;
+use crate::{BusKey, Result};
 
 /// Identifies one running cache instance on the bus, so it can ignore its own messages.
 ///
@@ -143,6 +143,10 @@ pub struct BusScope<'a> {
     /// it, and one that keeps a key of its own names it with
     /// [`reserved_key`](crate::reserved_key) under it.
     pub key_prefix: &'a str,
+    /// The fleet's shared key, when its messages are authenticated: the transport signs every
+    /// message it sends with it and drops every one it receives that does not verify. Only
+    /// given to a transport whose [`Bus::authenticates`] is true.
+    pub key: Option<&'a BusKey>,
 }
 
 impl<'a> BusScope<'a> {
@@ -151,6 +155,16 @@ impl<'a> BusScope<'a> {
         Self {
             channel,
             key_prefix,
+            key: None,
+        }
+    }
+
+    /// The same scope with messages authenticated by `key`.
+    #[must_use]
+    pub fn with_key(self, key: &'a BusKey) -> Self {
+        Self {
+            key: Some(key),
+            ..self
         }
     }
 }
@@ -173,6 +187,8 @@ pub struct BusHealth {
     pub bad_messages: u64,
     /// Times the receiving side reconnected after losing its connection.
     pub reconnects: u64,
+    /// Received messages without a valid MAC for the scope's key (dropped, never applied).
+    pub unauthenticated: u64,
 }
 
 impl BusHealth {
@@ -182,6 +198,16 @@ impl BusHealth {
             connected,
             bad_messages,
             reconnects,
+            unauthenticated: 0,
+        }
+    }
+
+    /// The same report with `count` messages dropped for want of a valid MAC.
+    #[must_use]
+    pub fn with_unauthenticated(self, count: u64) -> Self {
+        Self {
+            unauthenticated: count,
+            ..self
         }
     }
 }
@@ -218,6 +244,13 @@ pub trait Bus: Send + Sync + fmt::Debug {
 
     /// Connection state and transport counters.
     fn health(&self) -> BusHealth;
+
+    /// Whether this transport authenticates messages with [`BusScope::key`]: signs every one it
+    /// sends and drops every one it receives that does not verify. The cache refuses to start a
+    /// transport that does not while a key is set. Default: false.
+    fn authenticates(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -233,6 +266,9 @@ impl<B: Bus + ?Sized> Bus for Arc<B> {
     }
     fn health(&self) -> BusHealth {
         (**self).health()
+    }
+    fn authenticates(&self) -> bool {
+        (**self).authenticates()
     }
 }
 

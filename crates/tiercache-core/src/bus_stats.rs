@@ -17,6 +17,8 @@ pub struct BusCounters {
     ignored_own: AtomicU64,
     gaps: AtomicU64,
     l1_flushes: AtomicU64,
+    replayed: AtomicU64,
+    flushes_coalesced: AtomicU64,
     /// Microseconds after `started` when the last message arrived, plus one (0: none yet).
     last_message_micros: AtomicU64,
     lag_samples: AtomicU64,
@@ -35,6 +37,8 @@ impl Default for BusCounters {
             ignored_own: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             l1_flushes: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            flushes_coalesced: AtomicU64::new(0),
             last_message_micros: AtomicU64::new(0),
             lag_samples: AtomicU64::new(0),
             lag_total_ms: AtomicU64::new(0),
@@ -81,6 +85,14 @@ impl BusCounters {
     pub fn l1_flush(&self) {
         self.l1_flushes.fetch_add(1, Ordering::Relaxed);
     }
+    /// Counts an authenticated message dropped because it was seen before (a replay).
+    pub fn replayed(&self) {
+        self.replayed.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a flush request (a gap, a clear) folded into one already made or due.
+    pub fn flush_coalesced(&self) {
+        self.flushes_coalesced.fetch_add(1, Ordering::Relaxed);
+    }
 
     /// A snapshot, with the transport's `name` and `health`.
     pub fn snapshot(&self, name: &str, health: BusHealth) -> BusStats {
@@ -96,6 +108,9 @@ impl BusCounters {
             bad_messages: health.bad_messages,
             gaps: load(&self.gaps),
             l1_flushes: load(&self.l1_flushes),
+            unauthenticated: health.unauthenticated,
+            replayed: load(&self.replayed),
+            flushes_coalesced: load(&self.flushes_coalesced),
             reconnects: health.reconnects,
             lag_samples: load(&self.lag_samples),
             lag_mean: Duration::from_millis(
@@ -133,8 +148,16 @@ pub struct BusStats {
     pub bad_messages: u64,
     /// Times messages may have been lost (reconnects, overruns, senders that lost one).
     pub gaps: u64,
-    /// Times L1 was emptied because of a gap.
+    /// Times L1 was emptied because of a gap (or a clear from another instance).
     pub l1_flushes: u64,
+    /// Messages dropped because they carried no valid MAC for the shared key.
+    pub unauthenticated: u64,
+    /// Authenticated messages dropped because they were seen before (replays), or were sent
+    /// long before this instance started.
+    pub replayed: u64,
+    /// Requests to empty L1 (gaps, clears) that came within the flush interval of the previous
+    /// flush and were folded into one flush at the end of it.
+    pub flushes_coalesced: u64,
     /// Times the transport reconnected.
     pub reconnects: u64,
     /// Messages whose propagation lag was measured (those whose transport carries the send time).

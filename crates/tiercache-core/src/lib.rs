@@ -22,6 +22,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod bus;
+mod bus_key;
 mod bus_stats;
 mod codec;
 mod entry;
@@ -40,6 +41,7 @@ pub use bus::{
     Bus, BusEvent, BusHealth, BusMessage, BusScope, BusSink, GapReason, InstanceId, Invalidation,
     unix_millis,
 };
+pub use bus_key::{BusKey, MIN_BUS_KEY_LEN};
 pub use bus_stats::{BusCounters, BusStats};
 pub use codec::{
     Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec, MAX_TAG_LEN,

@@ -188,6 +188,16 @@ impl RedisServer {
         command(self.port, words)
     }
 
+    /// Sends one command whose words are any bytes (a binary `PUBLISH` payload) and returns the
+    /// first reply line.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be reached.
+    pub fn command_bytes(&self, words: &[&[u8]]) -> io::Result<String> {
+        command_bytes(self.port, words)
+    }
+
     /// Sends a command whose reply is one bulk string (`CLIENT LIST`, `INFO`) and returns it.
     ///
     /// # Errors
@@ -411,12 +421,20 @@ fn connect(port: u16) -> io::Result<TcpStream> {
 
 /// Sends a command in RESP and returns the first line of the reply.
 fn command(port: u16, words: &[&str]) -> io::Result<String> {
+    let words: Vec<&[u8]> = words.iter().map(|word| word.as_bytes()).collect();
+    command_bytes(port, &words)
+}
+
+/// Sends a command of binary words in RESP and returns the first line of the reply.
+fn command_bytes(port: u16, words: &[&[u8]]) -> io::Result<String> {
     let mut stream = connect(port)?;
-    let mut request = format!("*{}\r\n", words.len());
+    let mut request = format!("*{}\r\n", words.len()).into_bytes();
     for word in words {
-        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+        request.extend_from_slice(format!("${}\r\n", word.len()).as_bytes());
+        request.extend_from_slice(word);
+        request.extend_from_slice(b"\r\n");
     }
-    stream.write_all(request.as_bytes())?;
+    stream.write_all(&request)?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
     Ok(line.trim_end().to_owned())

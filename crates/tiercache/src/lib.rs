@@ -104,7 +104,7 @@ mod stack;
 
 pub use builder::{CacheBuilder, DEFAULT_L1_MAX_AGE_WITH_BUS};
 pub use cache::Cache;
-pub use coherence::BusOptions;
+pub use coherence::{BusOptions, DEFAULT_FLUSH_INTERVAL};
 pub use load::DEFAULT_BACKGROUND_LOADS;
 pub use policy::{
     DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_LEASE_POLL, DEFAULT_LEASE_TTL, LeaseOptions, Promotion,
@@ -118,7 +118,7 @@ pub use tiercache_bus::RedisStreamBus;
 #[cfg(feature = "bus")]
 pub use tiercache_bus::{RedisBus, RedisBusOptions, RedisTrackingBus};
 pub use tiercache_core::{
-    BoxError, Bus, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec,
+    BoxError, Bus, BusKey, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec,
     DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, Entry, EntryOptions, Error, FailSafe, JsonCodec,
     MAX_KEY_LEN, MAX_TTL, Result, Tier, TierStats, async_trait,
 };

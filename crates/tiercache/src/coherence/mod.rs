@@ -8,15 +8,18 @@
 //!   publishes nothing: nothing changed, and publishing fills is how caches cause invalidation
 //!   storms.
 //! - Receiving: [`Coherence::admit`] says what a bus event means for this instance (its own
-//!   messages come back on Pub/Sub and are ignored; a message whose sender lost one is a gap
-//!   too). The engine applies it to L1 and to the in-process tiers below it, then reports it
+//!   messages come back on Pub/Sub and are ignored; with a shared key, a message seen before is
+//!   a replay and is dropped; a message whose sender lost one is a gap too). Flushes of L1 the
+//!   bus asks for go through one [`FlushGate`], so they happen at most once per interval. The engine applies it to L1 and to the in-process tiers below it, then reports it
 //!   applied, so a reader of the stats that sees the count sees the effect.
 //! - A publish that fails is kept in a small de-duplicated queue and sent again, ahead of the next
 //!   message, so one lost publish costs the other instances that key, not their whole L1. Only
 //!   when the queue overflows does the next message say that messages were lost (a gap: every
 //!   other L1 is emptied).
 
+mod flush_gate;
 mod options;
+mod replay;
 
 use std::{
     collections::VecDeque,
@@ -27,10 +30,13 @@ use std::{
     time::Duration,
 };
 
-pub use options::BusOptions;
+use flush_gate::FlushGate;
+pub(crate) use flush_gate::FlushTurn;
+pub use options::{BusOptions, DEFAULT_FLUSH_INTERVAL};
+use replay::ReplayGuard;
 use tiercache_core::{
-    Bus, BusCounters, BusEvent, BusMessage, BusStats, GapReason, InstanceId, Invalidation, Result,
-    unix_millis,
+    Bus, BusCounters, BusEvent, BusKey, BusMessage, BusStats, GapReason, InstanceId, Invalidation,
+    Result, unix_millis,
 };
 
 use crate::front::Settled;
@@ -65,6 +71,9 @@ struct Link {
     /// Invalidations whose publish failed, to send again before the next message.
     pending: Mutex<VecDeque<Invalidation>>,
     counters: BusCounters,
+    /// With a shared key: which messages were seen, so a replay is dropped.
+    replay: Option<ReplayGuard>,
+    flush_gate: FlushGate,
     options: BusOptions,
 }
 
@@ -167,6 +176,8 @@ impl Coherence {
                 lost: AtomicBool::new(false),
                 pending: Mutex::new(VecDeque::new()),
                 counters: BusCounters::default(),
+                replay: options.key().map(|_| ReplayGuard::new()),
+                flush_gate: FlushGate::new(options.flush_interval()),
                 options,
             }),
         }
@@ -182,6 +193,39 @@ impl Coherence {
         self.link
             .as_ref()
             .and_then(|link| link.options.updates_up_to_value())
+    }
+
+    /// The shared key that authenticates messages, if any.
+    pub(crate) fn key(&self) -> Option<&BusKey> {
+        self.link.as_ref().and_then(|link| link.options.key())
+    }
+
+    /// The longest a value sent along with another instance's `set` may live here, if the bus
+    /// options cap it below the cache's default TTL.
+    pub(crate) fn max_update_ttl(&self) -> Option<std::time::Duration> {
+        self.link
+            .as_ref()
+            .and_then(|link| link.options.max_update_ttl_value())
+    }
+
+    /// When to empty L1 for a flush the bus asks for now (see [`FlushGate`]); counts a request
+    /// folded into another.
+    pub(crate) fn flush_turn(&self) -> FlushTurn {
+        let Some(link) = &self.link else {
+            return FlushTurn::Now;
+        };
+        let turn = link.flush_gate.ask();
+        if turn == FlushTurn::Folded {
+            link.counters.flush_coalesced();
+        }
+        turn
+    }
+
+    /// A deferred flush starts (see [`FlushTurn::After`]).
+    pub(crate) fn deferred_flush_starts(&self) {
+        if let Some(link) = &self.link {
+            link.flush_gate.deferred_starts();
+        }
     }
 
     /// The channel for a cache in `namespace`, when there is a bus.
@@ -228,6 +272,13 @@ impl Coherence {
             link.counters.ignored_own();
             return None;
         }
+        if let Some(replay) = &link.replay
+            && !replay.admit(message.origin, message.sequence, message.sent_at_ms)
+        {
+            link.counters.replayed();
+            tracing::debug!(origin = %message.origin, sequence = message.sequence, "bus message seen before (a replay); dropped");
+            return None;
+        }
         tracing::trace!(origin = %message.origin, sequence = message.sequence, "bus message");
         Some(Received::Change {
             invalidation: message.invalidation,
@@ -248,13 +299,17 @@ impl Coherence {
         Some(lag)
     }
 
-    /// Counts a gap, and whether it emptied an L1.
-    pub(crate) fn count_gap(&self, emptied_l1: bool) {
+    /// Counts a gap: messages may have been lost.
+    pub(crate) fn count_gap(&self) {
         if let Some(link) = &self.link {
             link.counters.gap();
-            if emptied_l1 {
-                link.counters.l1_flush();
-            }
+        }
+    }
+
+    /// Counts L1 emptied because the bus asked for it.
+    pub(crate) fn count_flush(&self) {
+        if let Some(link) = &self.link {
+            link.counters.l1_flush();
         }
     }
 

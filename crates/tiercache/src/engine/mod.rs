@@ -87,7 +87,8 @@ impl<C: tiercache_core::Codec> Engine<C> {
     ///
     /// # Errors
     ///
-    /// The bus's error when it cannot subscribe.
+    /// The bus's error when it cannot subscribe; [`Error::Config`](tiercache_core::Error) when
+    /// the bus options set a shared key and the transport cannot authenticate messages.
     pub(crate) async fn start_bus(self: &Arc<Self>) -> Result<()> {
         let namespace = self.stack.namespace();
         let (Some(bus), Some(channel)) = (
@@ -98,6 +99,17 @@ impl<C: tiercache_core::Codec> Engine<C> {
         };
         let receiver = Arc::new(Receiver::new(Arc::downgrade(self)));
         let scope = BusScope::new(&channel, namespace.prefix());
+        let scope = match self.coherence.key() {
+            Some(_) if !bus.authenticates() => {
+                return Err(tiercache_core::Error::Config(format!(
+                    "bus {:?} cannot authenticate messages, but the bus options set a shared \
+                     key: use a transport that can (Pub/Sub, stream), or drop the key",
+                    bus.name()
+                )));
+            }
+            Some(key) => scope.with_key(key),
+            None => scope,
+        };
         bus.start(scope, receiver).await
     }
 

@@ -1,7 +1,9 @@
 //! Applying what the bus delivers: another instance's change reaches L1 and every tier below it
 //! that lives in this process (which the sender cannot reach); a gap empties them, because any
 //! entry may be stale. Every change moves the invalidation clock before it removes anything, so
-//! a load in flight at that moment does not put its older value back.
+//! a load in flight at that moment does not put its older value back. Emptying L1 (a gap, a
+//! clear) goes through the bus link's flush gate: at most once per interval, the rest folded
+//! into one flush at its end.
 
 use std::{sync::Weak, time::Duration};
 
@@ -11,11 +13,20 @@ use tiercache_core::{
 
 use super::Engine;
 use crate::{
-    coherence::Received,
+    coherence::{FlushTurn, Received},
     common::Scope,
     policy::tags_of,
     stack::{MARKER_PREFIX, Reach},
 };
+
+/// Why the bus empties L1.
+#[derive(Debug, Clone, Copy)]
+enum Flush {
+    /// Messages may have been lost, so any entry may be stale.
+    Gap(GapReason),
+    /// Another instance cleared the cache.
+    Clear,
+}
 
 /// What the transport delivers to: a weak handle, so the transport never keeps a dropped cache
 /// alive.
@@ -33,27 +44,28 @@ impl<C> Receiver<C> {
 impl<C: Codec> BusSink for Receiver<C> {
     async fn deliver(&self, event: BusEvent) {
         if let Some(engine) = self.engine.upgrade() {
-            engine.receive(event).await;
+            engine.receive(event, &self.engine).await;
         }
     }
 }
 
 impl<C: Codec> Engine<C> {
-    async fn receive(&self, event: BusEvent) {
+    /// Applies `event`; `me` is this engine's weak handle, for a flush carried out later.
+    async fn receive(&self, event: BusEvent, me: &Weak<Self>) {
         let Some(received) = self.coherence.admit(event) else {
             return;
         };
         match received {
-            Received::Gap(reason) => self.flush_after_gap(reason).await,
+            Received::Gap(reason) => self.gap(reason, me).await,
             Received::Change {
                 invalidation,
                 sender_lost,
                 sent_at_ms,
             } => {
                 if sender_lost {
-                    self.flush_after_gap(GapReason::SenderLost).await;
+                    self.gap(GapReason::SenderLost, me).await;
                 }
-                self.apply(invalidation, sent_at_ms).await;
+                self.apply(invalidation, sent_at_ms, me).await;
                 // Counted once applied, so a reader of the stats that sees the count sees the
                 // effect.
                 #[cfg(feature = "metrics")]
@@ -68,7 +80,7 @@ impl<C: Codec> Engine<C> {
 
     /// Applies one change another instance sent at `sent_at_ms` (its wall clock; 0 when the
     /// sender did not say).
-    async fn apply(&self, invalidation: Invalidation, sent_at_ms: u64) {
+    async fn apply(&self, invalidation: Invalidation, sent_at_ms: u64, me: &Weak<Self>) {
         match invalidation {
             Invalidation::Keys(keys) => {
                 for key in keys {
@@ -84,8 +96,11 @@ impl<C: Codec> Engine<C> {
                 invalidated_at_ms,
             } => self.apply_tag(&tag, Some(invalidated_at_ms)).await,
             Invalidation::Prefix(prefix) => self.drop_here(Scope::Prefix(&prefix)).await,
-            Invalidation::Clear => self.drop_here(Scope::All).await,
+            Invalidation::Clear => self.flush(Flush::Clear, me).await,
             Invalidation::Update { key, value, ttl } => {
+                // The sender's TTL is trusted only up to this instance's own limit.
+                let cap = self.coherence.max_update_ttl().unwrap_or(self.defaults.ttl);
+                let ttl = ttl.min(cap);
                 // A message replayed late (a stream read after a reconnect) carries a value as old
                 // as the message: it keeps only the life it had left.
                 let age = match sent_at_ms {
@@ -101,7 +116,7 @@ impl<C: Codec> Engine<C> {
                 // An invalidation kind this version does not know: dropping everything is the
                 // only safe reading.
                 tracing::debug!(?other, "unknown invalidation kind; emptying L1");
-                self.flush_after_gap(GapReason::SenderLost).await;
+                self.gap(GapReason::SenderLost, me).await;
             }
         }
     }
@@ -156,15 +171,49 @@ impl<C: Codec> Engine<C> {
         }
     }
 
-    /// Empties L1 and the in-process tiers below it after the bus may have lost messages, and
-    /// forgets every tag time (a tag message may have been lost too).
-    async fn flush_after_gap(&self, reason: GapReason) {
+    /// The bus may have lost messages: any entry here may be stale.
+    async fn gap(&self, reason: GapReason, me: &Weak<Self>) {
+        self.coherence.count_gap();
+        self.flush(Flush::Gap(reason), me).await;
+    }
+
+    /// Empties L1 as the bus asked, now or (through the flush gate) at the end of the interval
+    /// since the last flush, by a task that holds only `me`.
+    async fn flush(&self, why: Flush, me: &Weak<Self>) {
+        match self.coherence.flush_turn() {
+            FlushTurn::Now => self.flush_now(why).await,
+            FlushTurn::Folded => {}
+            FlushTurn::After(wait) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    self.coherence.deferred_flush_starts();
+                    return self.flush_now(why).await;
+                };
+                let me = Weak::clone(me);
+                runtime.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(engine) = me.upgrade() {
+                        engine.coherence.deferred_flush_starts();
+                        engine.flush_now(why).await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Empties L1 and the in-process tiers below it, and forgets every tag time (a tag message
+    /// may have been lost too).
+    async fn flush_now(&self, why: Flush) {
         self.stack.forget_tags();
         self.drop_here(Scope::All).await;
-        self.coherence.count_gap(self.front.exists());
-        tracing::info!(
-            ?reason,
-            "bus gap: L1 emptied, because any entry may be stale"
-        );
+        if self.front.exists() {
+            self.coherence.count_flush();
+        }
+        match why {
+            Flush::Gap(reason) => tracing::info!(
+                ?reason,
+                "bus gap: L1 emptied, because any entry may be stale"
+            ),
+            Flush::Clear => tracing::debug!("another instance cleared the cache: L1 emptied"),
+        }
     }
 }

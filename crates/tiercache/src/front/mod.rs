@@ -23,7 +23,7 @@ use std::{
 use clock::InvalidationClock;
 pub(crate) use clock::Stamp;
 use memory::{Peeked, Store};
-use tiercache_core::{Bytes, Result, TierStats};
+use tiercache_core::{Bytes, Result, TierStats, expiry_after, scale_ttl};
 
 use crate::{
     TierOptions,
@@ -335,8 +335,8 @@ impl Front {
         };
         self.clock.invalidate_key(key);
         self.clock.drain(Some(key)).await;
-        let fresh = ttl.mul_f64(store.options().ttl_scale_value());
-        let expires_at = Instant::now() + fresh;
+        let fresh = scale_ttl(ttl, store.options().ttl_scale_value());
+        let expires_at = expiry_after(Instant::now(), fresh);
         let expires_at = self
             .deadline()
             .map_or(expires_at, |cap| expires_at.min(cap));

@@ -1,0 +1,251 @@
+//! What someone who can publish on the bus but lacks the fleet's key can do: nothing. Forged,
+//! wrongly signed and garbage messages are dropped and counted, a recorded message sent again
+//! is dropped as a replay, a flood of flushes empties L1 once per interval, and a value planted
+//! with an endless TTL (on a bus without a key) lives no longer than the receiver allows.
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
+
+use std::time::{Duration, Instant};
+
+use tiercache::{
+    BusKey, BusOptions, Cache, CacheStrategy, Error, MemoryTier, RedisBus, RedisTier,
+    RedisTrackingBus,
+};
+use tiercache_bus::wire;
+use tiercache_core::{BusMessage, InstanceId, Invalidation};
+use tiercache_testkit::RedisServer;
+
+const CHANNEL: &[u8] = b"tiercache:bus:guarded";
+
+fn key() -> BusKey {
+    BusKey::new(b"a fleet secret of thirty-two b..").unwrap()
+}
+
+/// An instance of namespace "guarded" with an L1 over `server`, on a Pub/Sub bus with `options`.
+async fn instance(server: &RedisServer, options: BusOptions) -> Cache {
+    Cache::builder()
+        .namespace("guarded")
+        .memory(MemoryTier::new(100))
+        .tier(RedisTier::connect(&server.url()).await.unwrap())
+        .bus_with(RedisBus::connect(&server.url()).await.unwrap(), options)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A message from a sender that is not one of the test's caches.
+fn from_outside(sequence: u64, invalidation: Invalidation) -> BusMessage {
+    BusMessage {
+        origin: InstanceId(0xbad),
+        sequence,
+        sender_lost_messages: false,
+        sent_at_ms: tiercache_core::unix_millis(),
+        invalidation,
+    }
+}
+
+fn publish(server: &RedisServer, payload: &[u8]) {
+    let reply = server
+        .command_bytes(&[b"PUBLISH", CHANNEL, payload])
+        .unwrap();
+    assert_eq!(reply, ":2", "both instances are subscribed");
+}
+
+/// The value `encoded` as `cache` stores it (header and all), read back from its Redis.
+async fn encoded(server: &RedisServer, key: &str) -> tiercache::Bytes {
+    use tiercache::Tier;
+    let tier = RedisTier::connect(&server.url()).await.unwrap();
+    tier.get(&format!("guarded:{key}"))
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+}
+
+/// Waits until `check` holds, at most 2 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_key_a_publisher_changes_nothing_and_a_replay_is_dropped() {
+    let server = RedisServer::start().unwrap();
+    let guarded = || BusOptions::new().authenticate_with(key());
+    let writer = instance(&server, guarded()).await;
+    let reader = instance(&server, guarded()).await;
+    writer
+        .set("price", &1_u32, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    writer
+        .set("bait", &666_u32, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    let planted = encoded(&server, "bait").await;
+    // Both invalidations in, so none of them empties what the next read puts in L1.
+    eventually("the writer's sets heard", async || {
+        reader.stats().bus.unwrap().received == 2
+    })
+    .await;
+    assert_eq!(reader.get::<u32>("price").await.unwrap(), Some(1));
+    let plant = Invalidation::Update {
+        key: "price".into(),
+        value: planted,
+        ttl: Duration::from_secs(3_600),
+    };
+
+    // Unsigned, signed with another key, cut short, and garbage.
+    let other = BusKey::new([9_u8; 32]).unwrap();
+    let unsigned = wire::encode(&from_outside(1, Invalidation::Clear)).unwrap();
+    let wrong_key = wire::encode_signed(&from_outside(2, plant.clone()), &other).unwrap();
+    let signed = wire::encode_signed(&from_outside(3, plant.clone()), &key()).unwrap();
+    let cut = &signed[..signed.len() - 1];
+    for payload in [&unsigned[..], &wrong_key[..], cut, b"\xb7\x02garbage"] {
+        publish(&server, payload);
+    }
+    eventually("four messages dropped", async || {
+        reader.stats().bus.unwrap().unauthenticated == 4
+    })
+    .await;
+    let bus = reader.stats().bus.unwrap();
+    // With a key, bytes without a MAC that verifies are unauthenticated before anything else.
+    assert_eq!(
+        (bus.unauthenticated, bus.bad_messages, bus.l1_flushes),
+        (4, 0, 0),
+        "{bus:?}"
+    );
+    assert_eq!(bus.received, 2, "the writer's two sets only");
+    assert_eq!(reader.get::<u32>("price").await.unwrap(), Some(1));
+    assert_eq!(reader.stats().memory.unwrap().hits, 1, "L1 was not emptied");
+
+    // A message signed with the key is applied once; sent again (recorded and replayed), it is
+    // dropped, and the newer write it would undo stays.
+    publish(&server, &signed);
+    eventually("the signed update applied", async || {
+        reader.get::<u32>("price").await.unwrap() == Some(666)
+    })
+    .await;
+    writer
+        .set("price", &2_u32, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    eventually("the newer write seen", async || {
+        reader.get::<u32>("price").await.unwrap() == Some(2)
+    })
+    .await;
+    publish(&server, &signed);
+    eventually("the replay dropped", async || {
+        reader.stats().bus.unwrap().replayed == 1
+    })
+    .await;
+    assert_eq!(reader.get::<u32>("price").await.unwrap(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_clears_empties_l1_once_per_interval_and_the_last_is_not_lost() {
+    let server = RedisServer::start().unwrap();
+    let interval = Duration::from_millis(300);
+    let options = || {
+        BusOptions::new()
+            .authenticate_with(key())
+            .flush_at_most_every(interval)
+    };
+    let writer = instance(&server, options()).await;
+    let reader = instance(&server, options()).await;
+    writer
+        .set("price", &1_u32, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    for sequence in 1..=200 {
+        let clear = wire::encode_signed(&from_outside(sequence, Invalidation::Clear), &key());
+        publish(&server, &clear.unwrap());
+        // Filled again between clears.
+        assert!(reader.get::<u32>("price").await.unwrap().is_some());
+    }
+    // One more after the last read filled L1: whether it is carried out at once or folded into
+    // a flush due later, L1 is emptied after it came.
+    let last = wire::encode_signed(&from_outside(201, Invalidation::Clear), &key());
+    publish(&server, &last.unwrap());
+    let flooded_for = started.elapsed();
+    eventually("every clear seen", async || {
+        let bus = reader.stats().bus.unwrap();
+        bus.l1_flushes + bus.flushes_coalesced == 201
+    })
+    .await;
+    tokio::time::sleep(interval * 2).await;
+    let misses = reader.stats().memory.unwrap().misses;
+    assert!(reader.get::<u32>("price").await.unwrap().is_some());
+    assert_eq!(
+        reader.stats().memory.unwrap().misses,
+        misses + 1,
+        "the last clear was not lost: L1 no longer held the value"
+    );
+    let bus = reader.stats().bus.unwrap();
+    let most = flooded_for.as_millis() / interval.as_millis() + 2;
+    assert!(
+        u128::from(bus.l1_flushes) <= most,
+        "{} flushes in {flooded_for:?}: {bus:?}",
+        bus.l1_flushes
+    );
+    assert!(bus.flushes_coalesced >= 150, "{bus:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_value_lives_no_longer_than_the_receiver_allows() {
+    let server = RedisServer::start().unwrap();
+    let cap = Duration::from_millis(300);
+    let options = || BusOptions::new().max_update_ttl(cap);
+    let writer = instance(&server, options()).await;
+    let reader = instance(&server, options()).await;
+    writer
+        .set("bait", &666_u32, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    let value = encoded(&server, "bait").await;
+    // No key on this bus, so the channel is trusted; the TTL is not: u64::MAX milliseconds.
+    let endless = Invalidation::Update {
+        key: "planted".into(),
+        value,
+        ttl: Duration::from_millis(u64::MAX),
+    };
+    let planted_at = Instant::now();
+    publish(&server, &wire::encode(&from_outside(1, endless)).unwrap());
+    eventually("the update applied", async || {
+        // The writer's set of "bait" first, then the planted update.
+        reader.stats().bus.unwrap().received == 2
+    })
+    .await;
+    assert_eq!(reader.get::<u32>("planted").await.unwrap(), Some(666));
+    tokio::time::sleep((planted_at + cap + Duration::from_millis(100)) - Instant::now()).await;
+    assert_eq!(
+        reader.get::<u32>("planted").await.unwrap(),
+        None,
+        "gone from L1 after the receiver's cap (and never in Redis)"
+    );
+}
+
+#[tokio::test]
+async fn a_key_with_a_transport_that_cannot_authenticate_is_refused() {
+    let server = RedisServer::start().unwrap();
+    let err = Cache::builder()
+        .namespace("guarded")
+        .memory(MemoryTier::new(10))
+        .tier(RedisTier::connect(&server.url()).await.unwrap())
+        .bus_with(
+            RedisTrackingBus::connect(&server.url()).await.unwrap(),
+            BusOptions::new().authenticate_with(key()),
+        )
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(text) if text.contains("cannot authenticate")),
+        "{err}"
+    );
+    assert!(!format!("{err} {err:?}").contains("fleet secret"));
+}
