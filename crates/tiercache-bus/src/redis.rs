@@ -145,7 +145,7 @@ impl Bus for RedisBus {
                 shared.name
             )));
         }
-        let signing = wire::Signing::new(scope.key);
+        let signing = wire::Signing::new(scope.key, scope.channel, scope.key_prefix);
         let _ = shared.signing.set(signing.clone());
         // Taken before subscribing, so no message or reconnect after it is missed.
         let messages = shared.subscriber.message_rx();

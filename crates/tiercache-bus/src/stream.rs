@@ -160,7 +160,7 @@ impl Bus for RedisStreamBus {
                 "bus {name:?} was already started; give each cache its own bus"
             )));
         }
-        let signing = wire::Signing::new(scope.key);
+        let signing = wire::Signing::new(scope.key, scope.channel, scope.key_prefix);
         let _ = shared.signing.set(signing.clone());
         let reader = stream.reader().await.map_err(|err| to_error(name, err))?;
         // Messages before now concern entries this (new, empty) L1 cannot hold.

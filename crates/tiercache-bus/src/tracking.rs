@@ -218,13 +218,9 @@ impl Bus for RedisTrackingBus {
 }
 
 async fn track(client: &Client, prefix: &str) -> std::result::Result<(), fred::error::Error> {
-    let prefixes: Vec<String> = if prefix.is_empty() {
-        Vec::new()
-    } else {
-        vec![prefix.to_owned()]
-    };
+    // Never empty: every namespace, the unnamed one too, has a prefix of its own.
     client
-        .start_tracking(prefixes, true, false, false, false)
+        .start_tracking(vec![prefix.to_owned()], true, false, false, false)
         .await
 }
 

@@ -17,12 +17,15 @@
 //!   update: u16 key length, key bytes, u64 TTL in milliseconds, u32 value length, value bytes
 //!   tag:    u16 tag length, tag bytes, u64 invalidated at (milliseconds since the Unix epoch)
 //! then, when flag bit 1 is set:
-//!   mac:    32 bytes, HMAC-SHA256 under the fleet's shared key of every byte before it
+//!   mac:    32 bytes, HMAC-SHA256 under the fleet's shared key of the [`context`] (channel and
+//!           key prefix) followed by every byte of the message before the MAC
 //! ```
 //!
 //! [`encode_signed`] sets the flag and appends the MAC; [`decode_verified`] accepts only a
-//! message whose MAC verifies under the key (compared in constant time). The MAC covers the
-//! flags byte, so clearing the flag does not make a forged message pass as an unsigned one.
+//! message whose MAC verifies under the key and context (compared in constant time). The MAC
+//! covers the flags byte, so clearing the flag does not make a forged message pass as an
+//! unsigned one, and the context, so a message recorded on one channel or namespace does not
+//! verify on another that shares the key.
 //!
 //! Integers are little-endian. Every key must pass [`validate_key`], every tag
 //! [`validate_tag`]. A message is at most
@@ -110,16 +113,32 @@ pub fn encode(message: &BusMessage) -> Result<Bytes, WireError> {
     encode_with(message, None)
 }
 
-/// Encodes `message` with a MAC under `key` (see the module docs).
+/// What a MAC binds a message to besides its own bytes: the channel it travels on and the key
+/// prefix (namespace) its keys belong to, each as a u16 length and the bytes.
+pub fn context(channel: &str, key_prefix: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + channel.len() + key_prefix.len());
+    for part in [channel, key_prefix] {
+        let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&part.as_bytes()[..usize::from(len)]);
+    }
+    out
+}
+
+/// Encodes `message` with a MAC under `key` and `context` (see the module docs).
 ///
 /// # Errors
 ///
 /// As [`encode`].
-pub fn encode_signed(message: &BusMessage, key: &BusKey) -> Result<Bytes, WireError> {
-    encode_with(message, Some(key))
+pub fn encode_signed(
+    message: &BusMessage,
+    key: &BusKey,
+    context: &[u8],
+) -> Result<Bytes, WireError> {
+    encode_with(message, Some((key, context)))
 }
 
-fn encode_with(message: &BusMessage, key: Option<&BusKey>) -> Result<Bytes, WireError> {
+fn encode_with(message: &BusMessage, key: Option<(&BusKey, &[u8])>) -> Result<Bytes, WireError> {
     let mut out = BytesMut::with_capacity(HEADER_LEN + 64 + MAC_LEN);
     out.put_u8(MAGIC);
     out.put_u8(VERSION);
@@ -162,8 +181,11 @@ fn encode_with(message: &BusMessage, key: Option<&BusKey>) -> Result<Bytes, Wire
         // Clear has no body, and `kind_of` already refused kinds this version cannot carry.
         _ => {}
     }
-    if let Some(key) = key {
-        let tag = keyed(key)?.chain_update(&out).finalize().into_bytes();
+    if let Some((key, context)) = key {
+        let tag = keyed(key, context)?
+            .chain_update(&out)
+            .finalize()
+            .into_bytes();
         out.put_slice(&tag);
     }
     if out.len() > MAX_MESSAGE_LEN {
@@ -201,24 +223,31 @@ pub fn decode(input: &Bytes) -> Result<BusMessage, WireError> {
     decode_with(input, None)
 }
 
-/// Decodes `input` if it carries a MAC that verifies under `key`; a message without one, or
-/// with a wrong one, is [`WireError::Unauthenticated`] (and is not parsed further).
+/// Decodes `input` if it carries a MAC that verifies under `key` and `context`; a message
+/// without one, or with a wrong one, is [`WireError::Unauthenticated`] (and is not parsed
+/// further).
 ///
 /// # Errors
 ///
 /// As [`decode`], and [`WireError::Unauthenticated`].
-pub fn decode_verified(input: &Bytes, key: &BusKey) -> Result<BusMessage, WireError> {
-    decode_with(input, Some(key))
+pub fn decode_verified(
+    input: &Bytes,
+    key: &BusKey,
+    context: &[u8],
+) -> Result<BusMessage, WireError> {
+    decode_with(input, Some((key, context)))
 }
 
-/// A MAC computer keyed with `key`.
-fn keyed(key: &BusKey) -> Result<HmacSha256, WireError> {
-    HmacSha256::new_from_slice(key.secret()).map_err(|_| WireError::Unauthenticated)
+/// A MAC computer keyed with `key`, fed `context` already.
+fn keyed(key: &BusKey, context: &[u8]) -> Result<HmacSha256, WireError> {
+    HmacSha256::new_from_slice(key.secret())
+        .map(|mac| mac.chain_update(context))
+        .map_err(|_| WireError::Unauthenticated)
 }
 
 /// The message without its MAC, once the MAC is checked against `key` (without a key, a MAC is
 /// stripped unchecked: such a receiver trusts its channel).
-fn body_of(input: &Bytes, key: Option<&BusKey>) -> Result<Bytes, WireError> {
+fn body_of(input: &Bytes, key: Option<(&BusKey, &[u8])>) -> Result<Bytes, WireError> {
     let signed = input.get(3).is_some_and(|flags| flags & FLAG_MAC != 0);
     if !signed {
         return match key {
@@ -230,8 +259,8 @@ fn body_of(input: &Bytes, key: Option<&BusKey>) -> Result<Bytes, WireError> {
         return Err(WireError::Truncated("mac"));
     };
     let (body, tag) = input.split_at(body_len);
-    if let Some(key) = key {
-        keyed(key)?
+    if let Some((key, context)) = key {
+        keyed(key, context)?
             .chain_update(body)
             .verify_slice(tag)
             .map_err(|_| WireError::Unauthenticated)?;
@@ -239,7 +268,7 @@ fn body_of(input: &Bytes, key: Option<&BusKey>) -> Result<Bytes, WireError> {
     Ok(input.slice(..body_len))
 }
 
-fn decode_with(input: &Bytes, key: Option<&BusKey>) -> Result<BusMessage, WireError> {
+fn decode_with(input: &Bytes, key: Option<(&BusKey, &[u8])>) -> Result<BusMessage, WireError> {
     if input.len() > MAX_MESSAGE_LEN {
         return Err(WireError::TooLong(input.len()));
     }
@@ -311,16 +340,26 @@ fn decode_with(input: &Bytes, key: Option<&BusKey>) -> Result<BusMessage, WireEr
     })
 }
 
-/// How one transport writes and reads the wire: signed under the fleet's key, or plain.
+/// How one transport writes and reads the wire: signed under the fleet's key for its channel
+/// and namespace, or plain.
 #[derive(Debug, Clone, Default)]
 pub struct Signing {
     key: Option<BusKey>,
+    context: Vec<u8>,
 }
 
 impl Signing {
-    /// Signs with and requires `key` when there is one; plain otherwise.
-    pub fn new(key: Option<&BusKey>) -> Self {
-        Self { key: key.cloned() }
+    /// Signs with and requires `key` when there is one, bound to `channel` and `key_prefix`
+    /// (see [`context`]); plain otherwise.
+    pub fn new(key: Option<&BusKey>, channel: &str, key_prefix: &str) -> Self {
+        Self {
+            key: key.cloned(),
+            context: context(channel, key_prefix),
+        }
+    }
+
+    fn keyed(&self) -> Option<(&BusKey, &[u8])> {
+        self.key.as_ref().map(|key| (key, self.context.as_slice()))
     }
 
     /// Encodes `message`, signed when there is a key.
@@ -329,7 +368,7 @@ impl Signing {
     ///
     /// As [`encode`].
     pub fn encode(&self, message: &BusMessage) -> Result<Bytes, WireError> {
-        encode_with(message, self.key.as_ref())
+        encode_with(message, self.keyed())
     }
 
     /// Encodes `message` as `signing` says; plain when there is none (a transport not started).
@@ -347,7 +386,7 @@ impl Signing {
     ///
     /// As [`decode_verified`] with a key, as [`decode`] without.
     pub fn decode(&self, input: &Bytes) -> Result<BusMessage, WireError> {
-        decode_with(input, self.key.as_ref())
+        decode_with(input, self.keyed())
     }
 }
 
@@ -491,47 +530,49 @@ mod tests {
     }
 
     #[test]
-    fn signed_messages_verify_only_under_their_key() {
+    fn signed_messages_verify_only_under_their_key_and_context() {
         let key = BusKey::new([7u8; 32]).unwrap();
         let other = BusKey::new([8u8; 32]).unwrap();
+        let here = context("tiercache:bus:shop", "shop:");
         let sent = message(Invalidation::Keys(vec!["user:1".into()]));
         let plain = encode(&sent).unwrap();
-        let signed = encode_signed(&sent, &key).unwrap();
+        let signed = encode_signed(&sent, &key, &here).unwrap();
         assert_eq!(signed.len(), plain.len() + MAC_LEN);
-        assert_eq!(decode_verified(&signed, &key).unwrap(), sent);
+        assert_eq!(decode_verified(&signed, &key, &here).unwrap(), sent);
         assert_eq!(
             decode(&signed).unwrap(),
             sent,
             "read unchecked without a key"
         );
-        assert_eq!(
-            decode_verified(&signed, &other),
-            Err(WireError::Unauthenticated)
-        );
-        assert_eq!(
-            decode_verified(&plain, &key),
-            Err(WireError::Unauthenticated)
-        );
+        let refused = Err(WireError::Unauthenticated);
+        assert_eq!(decode_verified(&signed, &other, &here), refused);
+        assert_eq!(decode_verified(&plain, &key, &here), refused);
+        // Recorded on one channel or namespace, it does not verify on another with the key.
+        for elsewhere in [
+            context("tiercache:bus:users", "shop:"),
+            context("tiercache:bus:shop", "users:"),
+            context("tiercache:bus:sho", "pshop:"),
+        ] {
+            assert_eq!(decode_verified(&signed, &key, &elsewhere), refused);
+        }
         // Every flipped bit is caught, in the header, the body and the MAC alike.
         for at in 0..signed.len() {
             for bit in 0..8 {
                 let mut bytes = signed.to_vec();
                 bytes[at] ^= 1 << bit;
-                assert!(
-                    decode_verified(&Bytes::from(bytes), &key).is_err(),
-                    "{at}/{bit}"
-                );
+                let bytes = Bytes::from(bytes);
+                assert!(decode_verified(&bytes, &key, &here).is_err(), "{at}/{bit}");
             }
         }
         // Nor does cutting the MAC off and clearing its flag.
         let mut stripped = signed[..signed.len() - MAC_LEN].to_vec();
         stripped[3] &= !FLAG_MAC;
         assert_eq!(
-            decode_verified(&Bytes::from(stripped), &key),
-            Err(WireError::Unauthenticated)
+            decode_verified(&Bytes::from(stripped), &key, &here),
+            refused
         );
         assert_eq!(
-            decode_verified(&signed.slice(..10), &key),
+            decode_verified(&signed.slice(..10), &key, &here),
             Err(WireError::Truncated("mac"))
         );
     }

@@ -85,7 +85,7 @@ impl BusCounters {
     pub fn l1_flush(&self) {
         self.l1_flushes.fetch_add(1, Ordering::Relaxed);
     }
-    /// Counts an authenticated message dropped because it was seen before (a replay).
+    /// Counts an authenticated message that may be a replay (see [`BusStats::replayed`]).
     pub fn replayed(&self) {
         self.replayed.fetch_add(1, Ordering::Relaxed);
     }
@@ -152,8 +152,9 @@ pub struct BusStats {
     pub l1_flushes: u64,
     /// Messages dropped because they carried no valid MAC for the shared key.
     pub unauthenticated: u64,
-    /// Authenticated messages dropped because they were seen before (replays), or were sent
-    /// long before this instance started.
+    /// Authenticated messages that may be replays: seen before (dropped), or too old to tell
+    /// (more than 1,024 behind their sender's newest, or sent long before this instance
+    /// started: only their invalidation is kept, an update dropping its key, a clear a gap).
     pub replayed: u64,
     /// Requests to empty L1 (gaps, clears) that came within the flush interval of the previous
     /// flush and were folded into one flush at the end of it.

@@ -1,7 +1,8 @@
 //! What someone who can publish on the bus but lacks the fleet's key can do: nothing. Forged,
-//! wrongly signed and garbage messages are dropped and counted, a recorded message sent again
-//! is dropped as a replay, a flood of flushes empties L1 once per interval, and a value planted
-//! with an endless TTL (on a bus without a key) lives no longer than the receiver allows.
+//! wrongly signed, elsewhere signed and garbage messages are dropped and counted, a recorded
+//! message sent again is dropped as a replay (and one too old to tell keeps only its
+//! invalidation); on a bus without a key, a flood of clears empties L1 once per interval and a
+//! value planted with an endless TTL lives no longer than the receiver allows.
 #![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
 
 use std::time::{Duration, Instant};
@@ -18,6 +19,15 @@ const CHANNEL: &[u8] = b"tiercache:bus:guarded";
 
 fn key() -> BusKey {
     BusKey::new(b"a fleet secret of thirty-two b..").unwrap()
+}
+
+/// What the instances' MACs are bound to: their channel and namespace.
+fn here() -> Vec<u8> {
+    wire::context("tiercache:bus:guarded", "guarded:")
+}
+
+fn sign(message: &BusMessage) -> tiercache::Bytes {
+    wire::encode_signed(message, &key(), &here()).unwrap()
 }
 
 /// An instance of namespace "guarded" with an L1 over `server`, on a Pub/Sub bus with `options`.
@@ -97,24 +107,34 @@ async fn without_the_key_a_publisher_changes_nothing_and_a_replay_is_dropped() {
         ttl: Duration::from_secs(3_600),
     };
 
-    // Unsigned, signed with another key, cut short, and garbage.
+    // Unsigned, signed with another key, signed for another namespace's channel, cut short,
+    // and garbage.
     let other = BusKey::new([9_u8; 32]).unwrap();
     let unsigned = wire::encode(&from_outside(1, Invalidation::Clear)).unwrap();
-    let wrong_key = wire::encode_signed(&from_outside(2, plant.clone()), &other).unwrap();
-    let signed = wire::encode_signed(&from_outside(3, plant.clone()), &key()).unwrap();
+    let wrong_key = wire::encode_signed(&from_outside(2, plant.clone()), &other, &here()).unwrap();
+    let elsewhere = wire::context("tiercache:bus:users", "users:");
+    let wrong_place =
+        wire::encode_signed(&from_outside(2, plant.clone()), &key(), &elsewhere).unwrap();
+    let signed = sign(&from_outside(3, plant.clone()));
     let cut = &signed[..signed.len() - 1];
-    for payload in [&unsigned[..], &wrong_key[..], cut, b"\xb7\x02garbage"] {
+    for payload in [
+        &unsigned[..],
+        &wrong_key[..],
+        &wrong_place[..],
+        cut,
+        b"\xb7\x02garbage",
+    ] {
         publish(&server, payload);
     }
-    eventually("four messages dropped", async || {
-        reader.stats().bus.unwrap().unauthenticated == 4
+    eventually("five messages dropped", async || {
+        reader.stats().bus.unwrap().unauthenticated == 5
     })
     .await;
     let bus = reader.stats().bus.unwrap();
     // With a key, bytes without a MAC that verifies are unauthenticated before anything else.
     assert_eq!(
         (bus.unauthenticated, bus.bad_messages, bus.l1_flushes),
-        (4, 0, 0),
+        (5, 0, 0),
         "{bus:?}"
     );
     assert_eq!(bus.received, 2, "the writer's two sets only");
@@ -141,18 +161,34 @@ async fn without_the_key_a_publisher_changes_nothing_and_a_replay_is_dropped() {
         reader.stats().bus.unwrap().replayed == 1
     })
     .await;
+    let hits = reader.stats().memory.unwrap().hits;
     assert_eq!(reader.get::<u32>("price").await.unwrap(), Some(2));
+    assert_eq!(reader.stats().memory.unwrap().hits, hits + 1, "still in L1");
+
+    // A signed update far behind its sender's newest message cannot be told from a replay: its
+    // value is not planted, but its key is dropped (it may be a real message held up).
+    let keys = Invalidation::Keys(vec!["other".into()]);
+    publish(&server, &sign(&from_outside(5_000, keys)));
+    publish(&server, &sign(&from_outside(2_000, plant)));
+    eventually("the late update seen", async || {
+        reader.stats().bus.unwrap().replayed == 2
+    })
+    .await;
+    let hits = reader.stats().memory.unwrap().hits;
+    assert_eq!(reader.get::<u32>("price").await.unwrap(), Some(2));
+    assert_eq!(
+        reader.stats().memory.unwrap().hits,
+        hits,
+        "read again from Redis: the key was dropped, not set"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_clears_empties_l1_once_per_interval_and_the_last_is_not_lost() {
     let server = RedisServer::start().unwrap();
     let interval = Duration::from_millis(300);
-    let options = || {
-        BusOptions::new()
-            .authenticate_with(key())
-            .flush_at_most_every(interval)
-    };
+    // No key: anyone who can PUBLISH can send clears.
+    let options = || BusOptions::new().flush_at_most_every(interval);
     let writer = instance(&server, options()).await;
     let reader = instance(&server, options()).await;
     writer
@@ -162,14 +198,14 @@ async fn a_flood_of_clears_empties_l1_once_per_interval_and_the_last_is_not_lost
 
     let started = Instant::now();
     for sequence in 1..=200 {
-        let clear = wire::encode_signed(&from_outside(sequence, Invalidation::Clear), &key());
+        let clear = wire::encode(&from_outside(sequence, Invalidation::Clear));
         publish(&server, &clear.unwrap());
         // Filled again between clears.
         assert!(reader.get::<u32>("price").await.unwrap().is_some());
     }
     // One more after the last read filled L1: whether it is carried out at once or folded into
     // a flush due later, L1 is emptied after it came.
-    let last = wire::encode_signed(&from_outside(201, Invalidation::Clear), &key());
+    let last = wire::encode(&from_outside(201, Invalidation::Clear));
     publish(&server, &last.unwrap());
     let flooded_for = started.elapsed();
     eventually("every clear seen", async || {
@@ -248,4 +284,54 @@ async fn a_key_with_a_transport_that_cannot_authenticate_is_refused() {
         "{err}"
     );
     assert!(!format!("{err} {err:?}").contains("fleet secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_time_learned_while_a_flush_waits_is_not_forgotten_by_it() {
+    let server = RedisServer::start().unwrap();
+    let interval = Duration::from_millis(300);
+    let options = || BusOptions::new().flush_at_most_every(interval);
+    let writer = instance(&server, options()).await;
+    let reader = instance(&server, options()).await;
+    // A value tagged "t", written now; its bytes go out in an update only later.
+    let tagged = tiercache::EntryOptions::new(CacheStrategy::LongTerm).tags(["t"]);
+    writer.set("k", &1_u32, tagged).await.unwrap();
+    let old_bytes = encoded(&server, "k").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    // Two gaps: the first flushes at once, the second waits for the interval. Meanwhile "t" is
+    // invalidated (after the value was written).
+    let mut lost = from_outside(1, Invalidation::Keys(vec!["x".into()]));
+    lost.sender_lost_messages = true;
+    publish(&server, &wire::encode(&lost).unwrap());
+    lost.sequence = 2;
+    publish(&server, &wire::encode(&lost).unwrap());
+    let tag = Invalidation::Tag {
+        tag: "t".into(),
+        invalidated_at_ms: tiercache_core::unix_millis(),
+    };
+    publish(&server, &wire::encode(&from_outside(3, tag)).unwrap());
+    eventually("the waiting flush done", async || {
+        reader.stats().bus.unwrap().l1_flushes == 2
+    })
+    .await;
+
+    // Another instance's update of the value written before the tag's invalidation arrives late
+    // (messages of different senders come in any order): it must not be planted.
+    let late = Invalidation::Update {
+        key: "k".into(),
+        value: old_bytes,
+        ttl: Duration::from_secs(60),
+    };
+    publish(&server, &wire::encode(&from_outside(4, late)).unwrap());
+    eventually("the update handled", async || {
+        // The writer's set, the two gaps' messages, the tag, the update.
+        reader.stats().bus.unwrap().received == 5
+    })
+    .await;
+    assert_eq!(
+        reader.get::<u32>("k").await.unwrap(),
+        None,
+        "a value of an invalidated tag was served"
+    );
 }

@@ -12,8 +12,8 @@ use std::{
 };
 
 use tiercache::{
-    Bus, Cache, MemoryTier, RedisBus, RedisBusOptions, RedisOptions, RedisStreamBus, RedisTier,
-    RedisTrackingBus, Streams,
+    Bus, BusKey, BusOptions, Cache, MemoryTier, RedisBus, RedisBusOptions, RedisOptions,
+    RedisStreamBus, RedisTier, RedisTrackingBus, Streams,
 };
 use tiercache_testkit::RedisServer;
 use tracing::{
@@ -115,6 +115,11 @@ async fn no_password_is_shown_in_debug_errors_or_logs() {
             .unwrap();
         shown.push(format!("{cache:?}"));
     }
+
+    // A bus key, alone and in the bus options.
+    let key = BusKey::new(PASSWORD).unwrap();
+    shown.push(format!("{key:?}"));
+    shown.push(format!("{:?}", BusOptions::new().authenticate_with(key)));
 
     // URLs that do not parse, or name no host.
     for url in [

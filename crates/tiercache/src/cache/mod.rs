@@ -343,8 +343,8 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Removes every entry of this cache: all of L1, and this cache's namespace in the tiers
-    /// below (the whole tier when the cache has no namespace); with a bus, every other
-    /// instance's L1 too.
+    /// below (never more: the unnamed namespace is `:<key>`, so other caches' keys stay; the
+    /// namespace's tag markers and stream bus go too); with a bus, every other instance's L1.
     ///
     /// # Errors
     ///

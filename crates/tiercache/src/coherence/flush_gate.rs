@@ -24,10 +24,15 @@ pub(crate) struct FlushGate {
     state: Mutex<State>,
 }
 
+/// How long past its time a deferred flush may be late before the gate stops folding requests
+/// into it (its task never ran: the runtime is shutting down).
+const STUCK_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 struct State {
     last: Option<Instant>,
-    due: bool,
+    /// When the deferred flush is due, while there is one.
+    due_at: Option<Instant>,
 }
 
 impl FlushGate {
@@ -44,14 +49,18 @@ impl FlushGate {
         let Ok(mut state) = self.state.lock() else {
             return FlushTurn::Now;
         };
-        if state.due {
-            return FlushTurn::Folded;
+        if let Some(due_at) = state.due_at {
+            if now < due_at + STUCK_AFTER {
+                return FlushTurn::Folded;
+            }
+            state.due_at = None;
         }
         let since = state.last.map(|last| now.saturating_duration_since(last));
         match since {
             Some(since) if since < self.interval => {
-                state.due = true;
-                FlushTurn::After(self.interval - since)
+                let wait = self.interval - since;
+                state.due_at = Some(now + wait);
+                FlushTurn::After(wait)
             }
             _ => {
                 state.last = Some(now);
@@ -63,7 +72,7 @@ impl FlushGate {
     /// The deferred flush starts: requests from now on are after it.
     pub(crate) fn deferred_starts(&self) {
         if let Ok(mut state) = self.state.lock() {
-            state.due = false;
+            state.due_at = None;
             state.last = Some(Instant::now());
         }
     }
@@ -85,6 +94,15 @@ mod tests {
         assert_eq!(gate.ask(), FlushTurn::Folded);
         gate.deferred_starts();
         assert!(matches!(gate.ask(), FlushTurn::After(_)));
+    }
+
+    #[test]
+    fn a_deferred_flush_that_never_started_holds_nothing_back() {
+        let gate = FlushGate::new(Duration::from_millis(10));
+        assert_eq!(gate.ask(), FlushTurn::Now);
+        assert!(matches!(gate.ask(), FlushTurn::After(_)));
+        std::thread::sleep(STUCK_AFTER + Duration::from_millis(50));
+        assert_eq!(gate.ask(), FlushTurn::Now);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::{
 use flush_gate::FlushGate;
 pub(crate) use flush_gate::FlushTurn;
 pub use options::{BusOptions, DEFAULT_FLUSH_INTERVAL};
-use replay::ReplayGuard;
+use replay::{ReplayGuard, Verdict};
 use tiercache_core::{
     Bus, BusCounters, BusEvent, BusKey, BusMessage, BusStats, GapReason, InstanceId, Invalidation,
     Result, unix_millis,
@@ -272,12 +272,21 @@ impl Coherence {
             link.counters.ignored_own();
             return None;
         }
-        if let Some(replay) = &link.replay
-            && !replay.admit(message.origin, message.sequence, message.sent_at_ms)
-        {
-            link.counters.replayed();
-            tracing::debug!(origin = %message.origin, sequence = message.sequence, "bus message seen before (a replay); dropped");
-            return None;
+        let verdict = link.replay.as_ref().map_or(Verdict::New, |replay| {
+            replay.judge(message.origin, message.sequence, message.sent_at_ms)
+        });
+        match verdict {
+            Verdict::New => {}
+            Verdict::Seen => {
+                link.counters.replayed();
+                tracing::debug!(origin = %message.origin, sequence = message.sequence, "bus message seen before (a replay); dropped");
+                return None;
+            }
+            Verdict::Late => {
+                link.counters.replayed();
+                tracing::debug!(origin = %message.origin, sequence = message.sequence, "bus message too old to tell from a replay; only what is safe if old is kept");
+                return Some(only_what_is_safe_if_old(message));
+            }
         }
         tracing::trace!(origin = %message.origin, sequence = message.sequence, "bus message");
         Some(Received::Change {
@@ -317,6 +326,23 @@ impl Coherence {
         self.link
             .as_ref()
             .map(|link| link.counters.snapshot(link.bus.name(), link.bus.health()))
+    }
+}
+
+/// What a message that may be an old one replayed still means: an invalidation drops entries,
+/// which is safe however old it is; an update's value may be old, so only its key is dropped; a
+/// clear (or a kind this version does not know) is folded into a gap, which the flush gate
+/// bounds.
+fn only_what_is_safe_if_old(message: BusMessage) -> Received {
+    let invalidation = match message.invalidation {
+        Invalidation::Update { key, .. } => Invalidation::Keys(vec![key]),
+        keep @ (Invalidation::Keys(_) | Invalidation::Prefix(_) | Invalidation::Tag { .. }) => keep,
+        _ => return Received::Gap(GapReason::SenderLost),
+    };
+    Received::Change {
+        invalidation,
+        sender_lost: message.sender_lost_messages,
+        sent_at_ms: message.sent_at_ms,
     }
 }
 

@@ -49,9 +49,11 @@ impl BusOptions {
     }
 
     /// Authenticates every message with `key`, which every instance of the fleet must share:
-    /// each message sent carries an HMAC-SHA256 under it, and a received message without a
-    /// valid one is dropped (counted in [`BusStats::unauthenticated`](crate::BusStats)), as is
-    /// a valid one seen before (a replay, counted in [`BusStats::replayed`](crate::BusStats)).
+    /// each message sent carries an HMAC-SHA256 under it (of the channel, the namespace and the
+    /// message), and a received message without a valid one is dropped (counted in
+    /// [`BusStats::unauthenticated`](crate::BusStats)), as is a valid one seen before (a replay,
+    /// counted in [`BusStats::replayed`](crate::BusStats); one too old to tell keeps only its
+    /// invalidation).
     /// Someone who can `PUBLISH` to the channel (or `XADD` to the stream) but lacks the key
     /// can then neither invalidate, plant values nor empty L1s. The cache refuses to build
     /// with a transport that cannot authenticate (server-assisted tracking carries no
@@ -71,12 +73,13 @@ impl BusOptions {
         self
     }
 
-    /// Requests to empty L1 from the bus (another instance's `clear`, a gap, a message that says
-    /// its sender lost one) are carried out at most once per `interval`: one that comes sooner
-    /// after the previous flush is done at the end of the interval, together with every other
-    /// that came meanwhile (counted in [`BusStats::flushes_coalesced`](crate::BusStats)). A
-    /// flood of such messages then costs one flush per interval, and the staleness bound after
-    /// a gap grows by at most `interval`. Default: [`DEFAULT_FLUSH_INTERVAL`] (200 ms);
+    /// Requests to empty L1 from the bus (a gap, a message that says its sender lost one, and,
+    /// on a bus without a key, another instance's `clear`) are carried out at most once per
+    /// `interval`: one that comes sooner after the previous flush is done at the end of the
+    /// interval, together with every other that came meanwhile (counted in
+    /// [`BusStats::flushes_coalesced`](crate::BusStats)). A flood of such messages then costs
+    /// one flush per interval, and the staleness bound after one grows by at most `interval`.
+    /// With a key, a peer's `clear` is carried out at once. Default: [`DEFAULT_FLUSH_INTERVAL`] (200 ms);
     /// `Duration::ZERO` flushes at every request.
     #[must_use]
     pub fn flush_at_most_every(mut self, interval: Duration) -> Self {

@@ -4,10 +4,11 @@
 //! could publish it again (an old `Update` would plant an old value in every L1). Each sender
 //! numbers its messages, so a receiver keeps, per sender, the highest number seen and which of
 //! the [`WINDOW`] numbers below it it has seen (messages of one sender can arrive a little out
-//! of order when it publishes from several tasks at once). A number seen before, or one older
-//! than the window, is a replay. From a sender not heard of yet, a message sent more than
-//! [`START_SKEW_MS`] before this instance started is one too: nothing it says can concern an
-//! entry this instance holds, which were all read after it started.
+//! of order when it publishes from several tasks at once). A number seen before is a replay and
+//! is dropped. One older than the window, or, from a sender not heard of yet, a message sent more
+//! than [`START_SKEW_MS`] before this instance started, cannot be told apart from a replay but may
+//! be a real message held up: it is [`Verdict::Late`], and the receiver keeps only what cannot do
+//! harm if it is old (an invalidation; an update becomes one, a clear a gap).
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -22,6 +23,17 @@ pub(crate) const MAX_SENDERS: usize = 4_096;
 pub(crate) const START_SKEW_MS: u64 = 60_000;
 
 const WORDS: usize = (WINDOW / 64) as usize;
+
+/// What a message's number says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Not seen before.
+    New,
+    /// Seen before: a replay.
+    Seen,
+    /// Too old to tell.
+    Late,
+}
 
 /// What one sender's messages have been seen.
 #[derive(Debug)]
@@ -44,25 +56,25 @@ impl Seen {
         }
     }
 
-    /// Notes `sequence`; false when it was seen before or is older than the window.
-    fn admit(&mut self, sequence: u64) -> bool {
+    /// Notes `sequence` and judges it.
+    fn judge(&mut self, sequence: u64) -> Verdict {
         if sequence > self.highest {
             self.shift(sequence - self.highest);
             self.highest = sequence;
             self.bits[0] |= 1;
-            return true;
+            return Verdict::New;
         }
         let behind = self.highest - sequence;
         if behind >= WINDOW {
-            return false;
+            return Verdict::Late;
         }
         let (word, bit) = ((behind / 64) as usize, behind % 64);
         let mask = 1 << bit;
         if self.bits[word] & mask != 0 {
-            return false;
+            return Verdict::Seen;
         }
         self.bits[word] |= mask;
-        true
+        Verdict::New
     }
 
     /// Moves every bit `by` places up (older), dropping those that leave the window.
@@ -99,20 +111,20 @@ impl ReplayGuard {
         }
     }
 
-    /// Whether the message `sequence` of `origin`, sent at `sent_at_ms` (0: not said), is new.
-    pub(crate) fn admit(&self, origin: InstanceId, sequence: u64, sent_at_ms: u64) -> bool {
+    /// What the message `sequence` of `origin`, sent at `sent_at_ms` (0: not said), is.
+    pub(crate) fn judge(&self, origin: InstanceId, sequence: u64, sent_at_ms: u64) -> Verdict {
         let Ok(mut guard) = self.senders.lock() else {
-            return false;
+            return Verdict::Late;
         };
         let (senders, clock) = &mut *guard;
         *clock += 1;
         let now = *clock;
         if let Some(seen) = senders.get_mut(&origin) {
             seen.heard_at = now;
-            return seen.admit(sequence);
+            return seen.judge(sequence);
         }
         if sent_at_ms != 0 && sent_at_ms.saturating_add(START_SKEW_MS) < self.started_ms {
-            return false;
+            return Verdict::Late;
         }
         if senders.len() >= MAX_SENDERS
             && let Some(quietest) = senders
@@ -123,7 +135,7 @@ impl ReplayGuard {
             senders.remove(&quietest);
         }
         senders.insert(origin, Seen::first(sequence, now));
-        true
+        Verdict::New
     }
 }
 
@@ -132,51 +144,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_sequence_is_admitted_once_in_any_order_within_the_window() {
+    fn each_sequence_is_new_once_in_any_order_within_the_window() {
         let guard = ReplayGuard::new();
         let origin = InstanceId(1);
         let now = unix_millis();
         // Evens from 3000 down, then odds from 1 up: after 3000 came, exactly the numbers less
-        // than WINDOW behind it are new, each once.
+        // than WINDOW behind it are new, each once; the older ones are late.
         let order = (1..=3_000_u64)
             .rev()
             .step_by(2)
             .chain((1..=3_000_u64).step_by(2));
-        let mut admitted = std::collections::BTreeSet::new();
+        let mut new = std::collections::BTreeSet::new();
         for sequence in order {
-            if guard.admit(origin, sequence, now) {
-                assert!(admitted.insert(sequence), "{sequence} admitted twice");
+            match guard.judge(origin, sequence, now) {
+                Verdict::New => assert!(new.insert(sequence), "{sequence} new twice"),
+                Verdict::Late => assert!(3_000 - sequence >= WINDOW, "{sequence} late"),
+                Verdict::Seen => panic!("{sequence} seen before it came"),
             }
         }
         let expected: std::collections::BTreeSet<u64> = (3_001 - WINDOW..=3_000).collect();
-        assert_eq!(admitted, expected);
-        for sequence in [2_999, 2_000, 1, 3_001 - WINDOW] {
-            assert!(!guard.admit(origin, sequence, now), "{sequence} replayed");
+        assert_eq!(new, expected);
+        for sequence in [2_999, 2_000, 3_001 - WINDOW] {
+            assert_eq!(
+                guard.judge(origin, sequence, now),
+                Verdict::Seen,
+                "{sequence}"
+            );
         }
-        assert!(guard.admit(origin, 3_001, now));
-        assert!(
-            guard.admit(origin, 3_001 + WINDOW, now),
-            "a jump past the window"
-        );
-        assert!(
-            !guard.admit(origin, 3_001, now),
-            "now older than the window"
-        );
-        assert!(
-            guard.admit(InstanceId(2), 2_999, now),
-            "another sender's numbers"
-        );
+        assert_eq!(guard.judge(origin, 1, now), Verdict::Late);
+        assert_eq!(guard.judge(origin, 3_001, now), Verdict::New);
+        assert_eq!(guard.judge(origin, 3_001 + WINDOW, now), Verdict::New);
+        assert_eq!(guard.judge(origin, 3_001, now), Verdict::Late);
+        assert_eq!(guard.judge(InstanceId(2), 2_999, now), Verdict::New);
     }
 
     #[test]
-    fn a_new_sender_s_message_from_before_this_instance_started_is_a_replay() {
+    fn a_new_sender_s_message_from_before_this_instance_started_is_late() {
         let guard = ReplayGuard::new();
         let long_ago = unix_millis() - START_SKEW_MS - 1_000;
-        assert!(!guard.admit(InstanceId(1), 5, long_ago));
-        assert!(guard.admit(InstanceId(1), 5, unix_millis() - 1_000));
-        assert!(
-            guard.admit(InstanceId(2), 1, 0),
-            "no send time: not judged by it"
+        assert_eq!(guard.judge(InstanceId(1), 5, long_ago), Verdict::Late);
+        assert_eq!(
+            guard.judge(InstanceId(1), 5, unix_millis() - 1_000),
+            Verdict::New
+        );
+        assert_eq!(
+            guard.judge(InstanceId(2), 1, 0),
+            Verdict::New,
+            "no send time"
         );
     }
 
@@ -185,7 +199,7 @@ mod tests {
         let guard = ReplayGuard::new();
         let now = unix_millis();
         for id in 0..=MAX_SENDERS as u128 {
-            assert!(guard.admit(InstanceId(id), 1, now));
+            assert_eq!(guard.judge(InstanceId(id), 1, now), Verdict::New);
         }
         let senders = guard.senders.lock().unwrap();
         assert_eq!(senders.0.len(), MAX_SENDERS);

@@ -171,15 +171,21 @@ impl<C: Codec> Engine<C> {
         }
     }
 
-    /// The bus may have lost messages: any entry here may be stale.
+    /// The bus may have lost messages: any entry here may be stale, and any tag time too.
     async fn gap(&self, reason: GapReason, me: &Weak<Self>) {
         self.coherence.count_gap();
+        // Forgotten now, not when a deferred flush runs: a tag time learned meanwhile stays.
+        self.stack.forget_tags();
         self.flush(Flush::Gap(reason), me).await;
     }
 
     /// Empties L1 as the bus asked, now or (through the flush gate) at the end of the interval
-    /// since the last flush, by a task that holds only `me`.
+    /// since the last flush, by a task that holds only `me`. A peer's `clear` on an
+    /// authenticated bus is carried out at once: only that peer can have sent it.
     async fn flush(&self, why: Flush, me: &Weak<Self>) {
+        if matches!(why, Flush::Clear) && self.coherence.key().is_some() {
+            return self.flush_now(why).await;
+        }
         match self.coherence.flush_turn() {
             FlushTurn::Now => self.flush_now(why).await,
             FlushTurn::Folded => {}
@@ -200,10 +206,8 @@ impl<C: Codec> Engine<C> {
         }
     }
 
-    /// Empties L1 and the in-process tiers below it, and forgets every tag time (a tag message
-    /// may have been lost too).
+    /// Empties L1 and the in-process tiers below it.
     async fn flush_now(&self, why: Flush) {
-        self.stack.forget_tags();
         self.drop_here(Scope::All).await;
         if self.front.exists() {
             self.coherence.count_flush();

@@ -212,8 +212,8 @@ impl<C: Codec> Engine<C> {
         .await
     }
 
-    /// `clear`: all of L1, this namespace in every tier below (the whole tier without one),
-    /// every other instance's L1.
+    /// `clear`: all of L1, this namespace in every tier below (never more), every other
+    /// instance's L1.
     ///
     /// # Errors
     ///

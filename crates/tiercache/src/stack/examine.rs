@@ -303,9 +303,6 @@ impl Stack {
     }
 }
 
-/// How long a stored entry stays fresh from `now` (its time left minus the stale window its
-/// header gives); `None` once it is stale. Relative, so a stale window longer than the monotonic
-/// clock has been running never makes a stale entry look fresh.
 /// `entry` with its expiry cut to what its own header allows in a level of TTL scale `scale`:
 /// its TTL times the scale plus its stale window, from now (a header without a TTL, as 0.1
 /// wrote them, counts as [`DEFAULT_TTL`]). The expiry comes from the tier (Redis keeps it as
@@ -325,6 +322,9 @@ fn within_its_header(mut entry: Entry, meta: &StoredMeta, scale: f64) -> Entry {
     entry
 }
 
+/// How long a stored entry stays fresh from `now` (its time left minus the stale window its
+/// header gives); `None` once it is stale. Relative, so a stale window longer than the monotonic
+/// clock has been running never makes a stale entry look fresh.
 fn fresh_for(entry: &Entry, meta: &StoredMeta, now: Instant) -> Option<Duration> {
     entry
         .expires_at
