@@ -91,6 +91,9 @@ impl Bus for Watched {
     fn health(&self) -> BusHealth {
         self.bus.health()
     }
+    fn authenticates(&self) -> bool {
+        self.bus.authenticates()
+    }
 }
 
 /// Two instances on one Redis, and a handle on B's L1.

@@ -9,14 +9,7 @@ use crate::run;
 const DEFAULT_SECONDS: u64 = 60;
 
 pub(crate) fn coherence(args: &[String]) -> Result<(), String> {
-    let seconds = match args.iter().position(|arg| arg == "--seconds") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|n| n.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-            .ok_or("--seconds takes a positive number")?,
-        None => DEFAULT_SECONDS,
-    };
+    let seconds = run::seconds_arg(args, DEFAULT_SECONDS)?;
     crate::redis::ensure_installed()?;
     let dir = run::root().join("target").join("tiercache-coherence");
     std::fs::create_dir_all(&dir)

@@ -9,6 +9,8 @@
 //!   ratios in `target/tiercache-bench/ratios.svg`.
 //! - `coherence [--seconds N]`: the fleet coherence checker's long runs, one per transport, and
 //!   their table in `target/tiercache-coherence/report.md`.
+//! - `fuzz [--seconds N] [--target NAME]`: each fuzz target in `fuzz/` for N seconds (600 by
+//!   default; nightly Rust and cargo-fuzz), keeping the corpus that `test` replays.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -17,6 +19,7 @@
 
 mod bench;
 mod coherence;
+mod fuzz;
 mod redis;
 mod run;
 mod svg;
@@ -31,9 +34,10 @@ fn main() -> ExitCode {
         Some("ci") => lint().and_then(|()| run::step("tests", test)),
         Some("bench") => bench::bench(&args[1..]),
         Some("coherence") => coherence::coherence(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME] | coherence [--seconds N]>"
+                "usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME] | coherence [--seconds N] | fuzz [--seconds N] [--target NAME]>"
             );
             return ExitCode::from(2);
         }

@@ -51,6 +51,18 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// The number after `--seconds` in `args`, or `default` without one.
+pub(crate) fn seconds_arg(args: &[String], default: u64) -> Result<u64, String> {
+    match args.iter().position(|arg| arg == "--seconds") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| "--seconds takes a positive number".to_owned()),
+        None => Ok(default),
+    }
+}
+
 /// Runs one named step, announcing it first.
 pub(crate) fn step(name: &str, body: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     println!("== {name}");

@@ -27,6 +27,9 @@ mod bus_stats;
 mod codec;
 mod entry;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 pub mod lease;
 mod resilience;

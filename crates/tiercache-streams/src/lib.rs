@@ -53,6 +53,9 @@
 mod connection;
 mod error;
 mod fields;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod id;
 mod reply;

@@ -56,4 +56,8 @@ impl Bus for DroppingBus {
     fn health(&self) -> BusHealth {
         self.inner.health()
     }
+
+    fn authenticates(&self) -> bool {
+        self.inner.authenticates()
+    }
 }
