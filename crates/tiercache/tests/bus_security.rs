@@ -335,3 +335,104 @@ async fn a_tag_time_learned_while_a_flush_waits_is_not_forgotten_by_it() {
         "a value of an invalidated tag was served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_old_tag_time_does_not_bring_back_what_the_tag_hid() {
+    let server = RedisServer::start().unwrap();
+    let guarded = || BusOptions::new().authenticate_with(key());
+    let writer = instance(&server, guarded()).await;
+    let tagged = tiercache::EntryOptions::new(CacheStrategy::LongTerm).tags(["sku:7"]);
+    writer.set("price", &1_u32, tagged).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The tag is invalidated: its marker in Redis hides the value, which Redis still holds.
+    writer.invalidate_tag("sku:7").await.unwrap();
+
+    // An instance that starts afterwards knows nothing of the tag. Someone replays a signed tag
+    // message recorded long ago (an old time, from a sender it has never heard of).
+    let reader = instance(&server, guarded()).await;
+    let mut recorded = from_outside(
+        7,
+        Invalidation::Tag {
+            tag: "sku:7".into(),
+            invalidated_at_ms: 1,
+        },
+    );
+    recorded.sent_at_ms = tiercache_core::unix_millis() - 3_600_000;
+    publish(&server, &sign(&recorded));
+    eventually("the late message seen", async || {
+        reader.stats().bus.unwrap().replayed == 1
+    })
+    .await;
+    assert_eq!(
+        reader.get::<u32>("price").await.unwrap(),
+        None,
+        "an old tag time was trusted over the marker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_read_while_a_gap_flush_waits_is_not_trusted_after_it() {
+    use tiercache::{MokaTier, Tier};
+    let server = RedisServer::start().unwrap();
+    let interval = Duration::from_millis(300);
+    // The reader has an in-process tier below L1, whose markers only its own bus messages keep
+    // up to date; it hears nothing of the writer (another channel): every tag message lost.
+    let in_process = MokaTier::new(100);
+    let reader = Cache::builder()
+        .namespace("guarded")
+        .memory(MemoryTier::new(100))
+        .tier(in_process.clone())
+        .tier(RedisTier::connect(&server.url()).await.unwrap())
+        .bus_with(
+            RedisBus::connect(&server.url()).await.unwrap(),
+            BusOptions::new().flush_at_most_every(interval),
+        )
+        .build()
+        .await
+        .unwrap();
+    let writer = instance(&server, BusOptions::new().channel("elsewhere")).await;
+    let tagged = tiercache::EntryOptions::new(CacheStrategy::LongTerm).tags(["sku:7"]);
+    writer.set("price", &1_u32, tagged).await.unwrap();
+    let old = encoded(&server, "price").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    writer.invalidate_tag("sku:7").await.unwrap();
+
+    // A gap empties everything; the in-process tier then gets the old value back (a copy made
+    // before the invalidation), and a second gap comes within the interval: its flush waits.
+    let publish_one = |payload: &[u8]| {
+        let reply = server
+            .command_bytes(&[b"PUBLISH", CHANNEL, payload])
+            .unwrap();
+        assert_eq!(reply, ":1", "the reader is subscribed");
+    };
+    let mut lost = from_outside(1, Invalidation::Keys(vec!["x".into()]));
+    lost.sender_lost_messages = true;
+    publish_one(&wire::encode(&lost).unwrap());
+    eventually("the first flush", async || {
+        reader.stats().bus.unwrap().l1_flushes == 1
+    })
+    .await;
+    let far = Instant::now() + Duration::from_secs(3_600);
+    in_process
+        .set("guarded:price", tiercache::Entry::expiring_at(old, far))
+        .await
+        .unwrap();
+    lost.sequence = 2;
+    publish_one(&wire::encode(&lost).unwrap());
+    eventually("the second gap seen", async || {
+        reader.stats().bus.unwrap().gaps == 2
+    })
+    .await;
+    // Meanwhile a read finds the copy below L1 and that tier's (absent) marker: "never".
+    assert_eq!(reader.get::<u32>("price").await.unwrap(), Some(1));
+    eventually("the waiting flush done", async || {
+        reader.stats().bus.unwrap().l1_flushes == 2
+    })
+    .await;
+    // After the flush, what that tier said of the tag is not trusted: Redis's marker is read.
+    assert_eq!(
+        reader.get::<u32>("price").await.unwrap(),
+        None,
+        "a marker read before the flush hid the tag's invalidation after it"
+    );
+}

@@ -329,14 +329,18 @@ impl Coherence {
     }
 }
 
-/// What a message that may be an old one replayed still means: an invalidation drops entries,
-/// which is safe however old it is; an update's value may be old, so only its key is dropped; a
-/// clear (or a kind this version does not know) is folded into a gap, which the flush gate
-/// bounds.
+/// What a message that may be an old one replayed still means: an invalidation of keys or a
+/// prefix drops entries, which is safe however old it is; an update's value may be old, so only
+/// its key is dropped; a tag's time may be old, so the tag is invalidated as at a time not known
+/// (its marker is read again; the form server-assisted tracking reports); a clear (or a kind
+/// this version does not know) is folded into a gap, which the flush gate bounds.
 fn only_what_is_safe_if_old(message: BusMessage) -> Received {
     let invalidation = match message.invalidation {
         Invalidation::Update { key, .. } => Invalidation::Keys(vec![key]),
-        keep @ (Invalidation::Keys(_) | Invalidation::Prefix(_) | Invalidation::Tag { .. }) => keep,
+        Invalidation::Tag { tag, .. } => {
+            Invalidation::Keys(vec![format!("{}{tag}", crate::stack::MARKER_PREFIX)])
+        }
+        keep @ (Invalidation::Keys(_) | Invalidation::Prefix(_)) => keep,
         _ => return Received::Gap(GapReason::SenderLost),
     };
     Received::Change {

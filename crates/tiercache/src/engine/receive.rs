@@ -206,9 +206,14 @@ impl<C: Codec> Engine<C> {
         }
     }
 
-    /// Empties L1 and the in-process tiers below it.
+    /// Empties L1 and the in-process tiers below it. After a gap, then also forgets the tag
+    /// times read from markers since the gap came (once the in-process tiers, whose markers may
+    /// predate a lost tag message, are empty): the flush may have waited for its interval.
     async fn flush_now(&self, why: Flush) {
         self.drop_here(Scope::All).await;
+        if matches!(why, Flush::Gap(_)) {
+            self.stack.forget_tag_reads();
+        }
         if self.front.exists() {
             self.coherence.count_flush();
         }

@@ -510,6 +510,11 @@ impl Stack {
         self.tags.forget_all();
     }
 
+    /// Forgets the tag times read from tiers' markers since, keeping those from the bus.
+    pub(crate) fn forget_tag_reads(&self) {
+        self.tags.forget_reads();
+    }
+
     /// Whether this instance knows (recently enough to trust) that a tag of a value with `meta`
     /// was invalidated at or after the value was written. Reads no tier.
     pub(crate) fn known_invalidated(&self, meta: &StoredMeta) -> bool {

@@ -80,6 +80,8 @@ pub(crate) struct TagClock {
 struct Known {
     invalidated_at_ms: u64,
     learned: Instant,
+    /// A bus message said it (or a time at least as late): not undone by a tier's stale marker.
+    from_bus: bool,
 }
 
 impl TagClock {
@@ -112,24 +114,26 @@ impl TagClock {
     /// Notes that `tag` was invalidated at `at_ms` (keeps the later of two times).
     pub(crate) fn record(&self, tag: &str, at_ms: u64) {
         let entry = self.known.entry_sync(tag.to_owned());
-        self.note(entry, at_ms);
+        self.note(entry, at_ms, true);
     }
 
     /// Keeps the later of the time in `entry` and `at_ms`, learned now; sweeps when the clock
     /// has grown enough.
-    fn note(&self, entry: Entry<'_, String, Known>, at_ms: u64) {
+    fn note(&self, entry: Entry<'_, String, Known>, at_ms: u64, from_bus: bool) {
         let now = Instant::now();
         match entry {
             Entry::Occupied(mut occupied) => {
                 let known = occupied.get_mut();
                 known.invalidated_at_ms = known.invalidated_at_ms.max(at_ms);
                 known.learned = now;
+                known.from_bus |= from_bus;
             }
             Entry::Vacant(vacant) => {
                 // The entry goes (and its bucket lock with it) before a sweep walks the table.
                 drop(vacant.insert_entry(Known {
                     invalidated_at_ms: at_ms,
                     learned: now,
+                    from_bus,
                 }));
                 let held = self.held.fetch_add(1, Ordering::Relaxed) + 1;
                 let added = self.added.fetch_add(1, Ordering::Relaxed) + 1;
@@ -196,7 +200,20 @@ impl TagClock {
         if self.forgets.load(Ordering::SeqCst) != epoch {
             return;
         }
-        self.note(entry, at_ms);
+        self.note(entry, at_ms, false);
+    }
+
+    /// Forgets the times read from tiers' markers, keeping those bus messages said: after a gap
+    /// whose flush waited, a marker read meanwhile from an in-process tier (not yet emptied) may
+    /// be older than the invalidation the lost message carried.
+    pub(crate) fn forget_reads(&self) {
+        self.forgets.fetch_add(1, Ordering::SeqCst);
+        let mut left = 0;
+        self.known.retain_sync(|_, known| {
+            left += usize::from(known.from_bus);
+            known.from_bus
+        });
+        self.held.store(left, Ordering::Relaxed);
     }
 
     /// Forgets what is known of `tag`, so the next check reads its marker.
@@ -317,6 +334,26 @@ mod tests {
         assert_eq!(clock.trusted("t"), None);
         clock.record_read("t", 7, clock.epoch());
         assert_eq!(clock.trusted("t"), Some(7));
+    }
+
+    #[test]
+    fn forgetting_reads_keeps_what_the_bus_said() {
+        let clock = TagClock::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Arc::default(),
+        );
+        clock.record("said", 10);
+        clock.record_read("read", 20, clock.epoch());
+        clock.record_read("said", 30, clock.epoch());
+        clock.forget_reads();
+        assert_eq!(
+            clock.trusted("said"),
+            Some(30),
+            "a bus time, raised by a read"
+        );
+        assert_eq!(clock.trusted("read"), None);
+        assert_eq!(clock.len(), 1);
     }
 
     #[test]
