@@ -20,13 +20,17 @@ pub fn bus_wire(data: &[u8]) {
     let signing = wire::Signing::new(Some(&key), "tiercache:bus:fuzz", "fuzz:");
     let verified = signing.decode(&input);
     if let Ok(plain) = wire::decode(&input) {
-        for encoded in [wire::encode(&plain), signing.encode(&plain)] {
-            let back =
-                encoded.map(|bytes| signing.decode(&bytes).or_else(|_| wire::decode(&bytes)));
-            assert!(
-                matches!(&back, Ok(Ok(message)) if *message == plain),
-                "a decoded message does not survive a round trip: {back:?}"
-            );
+        // Each form decodes back by its own reader: plain by `decode`, signed only by a verifying
+        // `Signing` (a MAC bug shows here). A message at the size limit may not fit once
+        // re-encoded (a version-1 message gains the send time, a signed one the MAC).
+        let plain_again = wire::encode(&plain).map(|bytes| wire::decode(&bytes));
+        let signed_again = signing.encode(&plain).map(|bytes| signing.decode(&bytes));
+        for (form, back) in [("plain", plain_again), ("signed", signed_again)] {
+            match back {
+                Ok(Ok(message)) => assert_eq!(message, plain, "{form} round trip"),
+                Err(wire::WireError::TooLong(_)) => {}
+                other => unreachable!("{form} round trip of a decoded message: {other:?}"),
+            }
         }
         if let Ok(message) = &verified {
             assert_eq!(*message, plain, "verified and plain decoding disagree");
