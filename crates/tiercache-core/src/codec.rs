@@ -14,7 +14,10 @@ pub type CodecError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Turns values into bytes and back. Implement it to plug in a binary format.
 ///
 /// `ID` is written into every stored value's header: give each codec its own. `1` is
-/// [`JsonCodec`]; ids below 16 are reserved for codecs shipped with tiercache.
+/// [`JsonCodec`], `2` `PostcardCodec` (feature `postcard`), `3` `MsgpackCodec` (feature
+/// `msgpack`); ids below 16 are reserved for codecs shipped with tiercache. A cache writes with
+/// its own codec and reads every shipped codec it was built with, so a fleet can switch codec in
+/// a rolling deploy; a value of a codec of your own is read only by a cache configured with it.
 pub trait Codec: Send + Sync + 'static {
     /// The codec's id in the value header.
     const ID: u8;
@@ -71,6 +74,11 @@ const HEADER_V2_LEN: usize = HEADER_LEN + 1 + 12;
 /// Flag: a tag section (written-at u64 milliseconds, tag count u8, each tag as u8 length and
 /// bytes) follows the fixed header.
 const FLAG_TAGS: u8 = 1;
+/// Flag: the payload is compressed (`compression.rs`: its length, then an LZ4 block).
+const FLAG_COMPRESSED: u8 = 2;
+/// Every flag this version knows; a header with another is not ours (or from a newer version)
+/// and reads as a miss.
+const KNOWN_FLAGS: u8 = FLAG_TAGS | FLAG_COMPRESSED;
 const KIND_VALUE: u8 = 0;
 const KIND_NEGATIVE: u8 = 1;
 /// The longest tag, in bytes (its length is one byte in the header).
@@ -131,14 +139,19 @@ fn take_u32(bytes: &mut &[u8]) -> Option<u32> {
 /// The parts of a stored value: (magic..schema header, metadata, payload). `None` when the bytes
 /// do not start with a well-formed tiercache header.
 fn parse_header(bytes: &[u8]) -> Option<([u8; HEADER_LEN], StoredMeta, &[u8])> {
+    parse_header_flags(bytes).map(|(header, meta, _, payload)| (header, meta, payload))
+}
+
+/// [`parse_header`], with the flags byte (0 for a version-1 header).
+fn parse_header_flags(bytes: &[u8]) -> Option<([u8; HEADER_LEN], StoredMeta, u8, &[u8])> {
     let (header, mut rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
     match header[0] {
-        MAGIC_V1 => return Some((*header, StoredMeta::default(), rest)),
+        MAGIC_V1 => return Some((*header, StoredMeta::default(), 0, rest)),
         MAGIC => {}
         _ => return None,
     }
     let flags = *take(&mut rest, 1)?.first()?;
-    if flags & !FLAG_TAGS != 0 {
+    if flags & !KNOWN_FLAGS != 0 {
         return None;
     }
     let mut meta = StoredMeta {
@@ -157,7 +170,7 @@ fn parse_header(bytes: &[u8]) -> Option<([u8; HEADER_LEN], StoredMeta, &[u8])> {
             meta.tags.push(tag.to_owned());
         }
     }
-    Some((*header, meta, rest))
+    Some((*header, meta, flags, rest))
 }
 
 /// A decoded stored value.
@@ -195,10 +208,18 @@ pub enum DecodeError {
     /// The header is fine but the payload does not decode as the requested type.
     #[error("payload does not decode: {0}")]
     Payload(CodecError),
+    /// The payload is compressed and cannot be read: this build lacks the `lz4` feature, the
+    /// block is corrupt, or it claims to expand past
+    /// [`MAX_DECOMPRESSED_LEN`](crate::MAX_DECOMPRESSED_LEN).
+    #[error("compressed payload cannot be read")]
+    Compressed,
 }
 
 /// A codec plus the schema version of the values it writes: encodes values with the header and
-/// decodes only what carries the same codec id and version.
+/// decodes what carries the same version and a codec id this build knows (its own, or a shipped
+/// one: see [`Codec`]). With [`compress_above`](Self::compress_above) (feature `lz4`), payloads
+/// larger than the threshold are stored compressed; compressed values are read whatever this
+/// envelope's own setting.
 ///
 /// Bump the schema version when a cached type changes shape: old entries then read as misses
 /// instead of failing to decode, or worse, decoding into wrong values.
@@ -206,6 +227,8 @@ pub enum DecodeError {
 pub struct Envelope<C> {
     codec: C,
     schema_version: u16,
+    /// Payloads longer than this many bytes are compressed; `None`: never.
+    compress_above: Option<usize>,
 }
 
 impl<C: Codec> Envelope<C> {
@@ -214,7 +237,22 @@ impl<C: Codec> Envelope<C> {
         Self {
             codec,
             schema_version,
+            compress_above: None,
         }
+    }
+
+    /// Compresses payloads longer than `threshold` bytes (LZ4), when that makes them smaller;
+    /// `None` turns compression off (the default). Without the `lz4` feature nothing is
+    /// compressed, whatever this says.
+    #[must_use]
+    pub fn compress_above(mut self, threshold: Option<usize>) -> Self {
+        self.compress_above = threshold;
+        self
+    }
+
+    /// The compression threshold, when compression is on.
+    pub fn compression_threshold(&self) -> Option<usize> {
+        self.compress_above
     }
 
     /// The schema version written into headers.
@@ -244,6 +282,7 @@ impl<C: Codec> Envelope<C> {
     ) -> Result<Bytes> {
         let mut out = Vec::with_capacity(HEADER_V2_LEN + 64);
         self.write_header(KIND_VALUE, meta, &mut out);
+        let payload_at = out.len();
         self.codec
             .encode(value, &mut out)
             .map_err(|source| Error::Encode {
@@ -252,8 +291,36 @@ impl<C: Codec> Envelope<C> {
                 codec: C::NAME,
                 source: source.into(),
             })?;
+        self.compress(&mut out, payload_at);
         Ok(Bytes::from(out))
     }
+
+    /// Replaces the payload (from `payload_at` on) by its compressed form when it is longer than
+    /// the threshold and compressing makes it shorter.
+    #[cfg(feature = "lz4")]
+    fn compress(&self, out: &mut Vec<u8>, payload_at: usize) {
+        let Some(threshold) = self.compress_above else {
+            return;
+        };
+        let payload = out.get(payload_at..).unwrap_or_default();
+        if payload.len() <= threshold {
+            return;
+        }
+        let mut compressed = Vec::with_capacity(out.len());
+        compressed.extend_from_slice(out.get(..payload_at).unwrap_or_default());
+        if crate::compression::compress_into(payload, &mut compressed)
+            && compressed.len() < out.len()
+        {
+            // The flags byte follows the fixed 5-byte header.
+            if let Some(flags) = compressed.get_mut(HEADER_LEN) {
+                *flags |= FLAG_COMPRESSED;
+                *out = compressed;
+            }
+        }
+    }
+
+    #[cfg(not(feature = "lz4"))]
+    fn compress(&self, _out: &mut Vec<u8>, _payload_at: usize) {}
 
     /// The stored form of a negative entry: a header with no payload.
     pub fn encode_negative(&self) -> Bytes {
@@ -273,10 +340,11 @@ impl<C: Codec> Envelope<C> {
     ///
     /// A [`DecodeError`] for anything else; never panics, whatever the bytes.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>, DecodeError> {
-        let Some(([_, codec_id, kind, v0, v1], _meta, payload)) = parse_header(bytes) else {
+        let Some(([_, codec_id, kind, v0, v1], _meta, flags, payload)) = parse_header_flags(bytes)
+        else {
             return Err(DecodeError::NoHeader);
         };
-        if codec_id != C::ID {
+        if codec_id != C::ID && !crate::codecs::is_known(codec_id) {
             return Err(DecodeError::OtherCodec {
                 found: codec_id,
                 expected: C::ID,
@@ -290,14 +358,30 @@ impl<C: Codec> Envelope<C> {
             });
         }
         match kind {
-            KIND_VALUE => self
-                .codec
-                .decode(payload)
-                .map(Decoded::Value)
-                .map_err(DecodeError::Payload),
+            KIND_VALUE if flags & FLAG_COMPRESSED != 0 => {
+                let payload =
+                    crate::compression::decompress(payload).ok_or(DecodeError::Compressed)?;
+                self.decode_payload(codec_id, &payload)
+            }
+            KIND_VALUE => self.decode_payload(codec_id, payload),
             KIND_NEGATIVE if payload.is_empty() => Ok(Decoded::Negative),
             _ => Err(DecodeError::NoHeader),
         }
+    }
+
+    /// The payload decoded by the codec that wrote it: this envelope's own, or a shipped one.
+    fn decode_payload<T: DeserializeOwned>(
+        &self,
+        codec_id: u8,
+        payload: &[u8],
+    ) -> Result<Decoded<T>, DecodeError> {
+        let decoded = if codec_id == C::ID {
+            self.codec.decode(payload)
+        } else {
+            crate::codecs::decode_known(codec_id, payload)
+                .unwrap_or_else(|| Err(CodecError::from("a codec this build does not have")))
+        };
+        decoded.map(Decoded::Value).map_err(DecodeError::Payload)
     }
 
     /// Writes the header. Tags beyond [`MAX_TAGS`] or longer than [`MAX_TAG_LEN`] bytes are left
@@ -472,5 +556,151 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("BTreeMap"), "{text}");
         assert!(text.contains("\"k1\""), "{text}");
+    }
+
+    #[test]
+    fn compressed_header_flag_alone_is_not_a_value() {
+        let env = Envelope::new(JsonCodec, 0);
+        let mut bytes = env.encode("k", &user()).unwrap().to_vec();
+        bytes[HEADER_LEN] |= FLAG_COMPRESSED;
+        // Not an LZ4 payload: a miss, never a panic or garbage.
+        assert!(env.decode::<User>(&bytes).is_err());
+        bytes[HEADER_LEN] |= 0x80;
+        assert!(matches!(
+            env.decode::<User>(&bytes),
+            Err(DecodeError::NoHeader)
+        ));
+    }
+
+    #[cfg(feature = "lz4")]
+    mod compressed {
+        use super::*;
+
+        fn big() -> Vec<String> {
+            (0..200).map(|i| format!("item number {i}")).collect()
+        }
+
+        #[test]
+        fn values_above_the_threshold_are_stored_compressed_and_read_back() {
+            let plain = Envelope::new(JsonCodec, 1);
+            let env = Envelope::new(JsonCodec, 1).compress_above(Some(256));
+            let meta = StoredMeta {
+                ttl: Duration::from_secs(5),
+                tags: vec!["t".into()],
+                written_at_ms: 1,
+                ..StoredMeta::default()
+            };
+            let small = env.encode_with("k", &user(), &meta).unwrap();
+            assert_eq!(
+                small,
+                plain.encode_with("k", &user(), &meta).unwrap(),
+                "below the threshold"
+            );
+            let stored = env.encode_with("k", &big(), &meta).unwrap();
+            let uncompressed = plain.encode_with("k", &big(), &meta).unwrap();
+            assert!(
+                stored.len() * 2 < uncompressed.len(),
+                "{} vs {}",
+                stored.len(),
+                uncompressed.len()
+            );
+            assert_eq!(StoredMeta::read(&stored), meta, "the header stays readable");
+            // Read by an envelope that does not compress, too.
+            assert_eq!(
+                plain.decode::<Vec<String>>(&stored).unwrap(),
+                Decoded::Value(big())
+            );
+            assert_eq!(
+                env.decode::<Vec<String>>(&stored).unwrap(),
+                Decoded::Value(big())
+            );
+        }
+
+        #[test]
+        fn a_claimed_size_past_the_bound_is_a_miss_without_allocating_it() {
+            let env = Envelope::new(JsonCodec, 1).compress_above(Some(16));
+            let mut stored = env.encode("k", &big()).unwrap().to_vec();
+            let payload_at = HEADER_V2_LEN;
+            stored[payload_at..payload_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            assert!(matches!(
+                env.decode::<Vec<String>>(&stored),
+                Err(DecodeError::Compressed)
+            ));
+            // One byte off in the block, or the block cut short: a miss too.
+            let good = env.encode("k", &big()).unwrap().to_vec();
+            for cut in [good.len() - 1, payload_at + 5, payload_at + 2] {
+                assert!(
+                    env.decode::<Vec<String>>(&good[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[cfg(all(feature = "postcard", feature = "msgpack"))]
+    mod codecs {
+        use super::*;
+        use crate::{MsgpackCodec, PostcardCodec};
+
+        #[test]
+        fn each_codec_round_trips_and_every_cache_reads_every_shipped_codec() {
+            let json = Envelope::new(JsonCodec, 2);
+            let postcard = Envelope::new(PostcardCodec, 2);
+            let msgpack = Envelope::new(MsgpackCodec, 2);
+            let written = [
+                json.encode("k", &user()).unwrap(),
+                postcard.encode("k", &user()).unwrap(),
+                msgpack.encode("k", &user()).unwrap(),
+            ];
+            assert_eq!(written.clone().map(|bytes| bytes[1]), [1, 2, 3]);
+            for bytes in &written {
+                assert_eq!(json.decode::<User>(bytes).unwrap(), Decoded::Value(user()));
+                assert_eq!(
+                    postcard.decode::<User>(bytes).unwrap(),
+                    Decoded::Value(user())
+                );
+                assert_eq!(
+                    msgpack.decode::<User>(bytes).unwrap(),
+                    Decoded::Value(user())
+                );
+            }
+            // Postcard is the smallest, JSON the largest.
+            assert!(written[1].len() < written[2].len() && written[2].len() < written[0].len());
+            // The schema version still rules, whatever the codec.
+            let other = Envelope::new(JsonCodec, 3);
+            assert!(matches!(
+                other.decode::<User>(&written[1]),
+                Err(DecodeError::OtherVersion { .. })
+            ));
+            // An id nobody ships: a mismatch.
+            let mut unknown = written[0].to_vec();
+            unknown[1] = 15;
+            assert!(matches!(
+                json.decode::<User>(&unknown),
+                Err(DecodeError::OtherCodec { found: 15, .. })
+            ));
+        }
+
+        #[test]
+        fn garbage_in_a_binary_codec_is_a_miss_never_a_panic() {
+            let mut seed = 0x2545_F491_4F6C_DD1Du64;
+            for len in 0..3000usize {
+                let mut payload = Vec::new();
+                for _ in 0..len % 48 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    payload.push(seed.to_le_bytes()[0]);
+                }
+                for id in [2u8, 3] {
+                    let mut bytes = vec![MAGIC, id, KIND_VALUE, 0, 0, 0];
+                    bytes.extend_from_slice(&[0; 12]);
+                    bytes.extend_from_slice(&payload);
+                    let env = Envelope::new(JsonCodec, 0);
+                    let _ = env.decode::<BTreeMap<String, Vec<u64>>>(&bytes);
+                    let _ = env.decode::<User>(&bytes);
+                }
+            }
+        }
     }
 }

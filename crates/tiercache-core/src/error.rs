@@ -154,6 +154,29 @@ impl Error {
         }
     }
 
+    /// The loader's own error, as the type it returned, when this is [`Error::Loader`] and the
+    /// loader's error was an `E` (a loader returning `Result<T, E>` for a concrete error type
+    /// `E`; a loader returning a boxed error gives back what is inside the box only when that is
+    /// an `E` too).
+    ///
+    /// ```
+    /// use tiercache_core::Error;
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("no row {0}")]
+    /// struct NotInDb(u64);
+    ///
+    /// let err = Error::loader("user:7", NotInDb(7));
+    /// assert_eq!(err.loader_source::<NotInDb>().map(|e| e.0), Some(7));
+    /// assert!(err.loader_source::<std::io::Error>().is_none());
+    /// ```
+    pub fn loader_source<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Self::Loader { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
     /// Whether the same call may succeed if tried again: true for tier failures, timeouts and
     /// skipped tiers, false for bad input, refused commands, configuration and loader outcomes.
     pub fn is_retryable(&self) -> bool {
@@ -188,6 +211,22 @@ mod tests {
         );
         assert!(err.is_retryable());
         assert_eq!(err.tier(), Some("redis"));
+    }
+
+    #[test]
+    fn a_loader_error_is_handed_back_as_its_own_type() {
+        let err = Error::loader(
+            "k",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        );
+        let io = err.loader_source::<std::io::Error>();
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        assert!(err.loader_source::<std::fmt::Error>().is_none());
+        let other = Error::backend("redis", None, std::io::Error::other("reset"));
+        assert!(other.loader_source::<std::io::Error>().is_none());
     }
 
     #[test]

@@ -25,6 +25,8 @@ mod bus;
 mod bus_key;
 mod bus_stats;
 mod codec;
+mod codecs;
+mod compression;
 mod entry;
 mod error;
 #[cfg(feature = "fuzzing")]
@@ -50,6 +52,11 @@ pub use codec::{
     Codec, CodecError, DecodeError, Decoded, Envelope, HEADER_LEN, JsonCodec, MAX_TAG_LEN,
     MAX_TAGS, StoredMeta,
 };
+#[cfg(feature = "msgpack")]
+pub use codecs::MsgpackCodec;
+#[cfg(feature = "postcard")]
+pub use codecs::PostcardCodec;
+pub use compression::MAX_DECOMPRESSED_LEN;
 pub use entry::{Entry, expiry_after};
 pub use error::{BoxError, Error, Result};
 pub use key::{

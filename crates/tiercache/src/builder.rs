@@ -53,6 +53,7 @@ pub struct CacheBuilder<C: Codec = JsonCodec> {
     tiers: Vec<Level>,
     codec: C,
     schema_version: u16,
+    compress_above: Option<usize>,
     default_strategy: CacheStrategy,
     bus: Option<(Arc<dyn Bus>, BusOptions)>,
     l1_max_age: Option<Duration>,
@@ -89,6 +90,7 @@ impl CacheBuilder<JsonCodec> {
             tiers: Vec::new(),
             codec: JsonCodec,
             schema_version: 0,
+            compress_above: None,
             default_strategy: CacheStrategy::Default,
             bus: None,
             l1_max_age: None,
@@ -147,6 +149,7 @@ impl<C: Codec> CacheBuilder<C> {
             tiers: self.tiers,
             codec,
             schema_version: self.schema_version,
+            compress_above: self.compress_above,
             default_strategy: self.default_strategy,
             bus: self.bus,
             l1_max_age: self.l1_max_age,
@@ -163,6 +166,17 @@ impl<C: Codec> CacheBuilder<C> {
     /// changes shape: values written under another version then read as misses. Default: 0.
     pub fn schema_version(mut self, version: u16) -> Self {
         self.schema_version = version;
+        self
+    }
+
+    /// Compresses values whose encoding is longer than `bytes` before they go below L1 (LZ4,
+    /// feature `lz4`; only when that makes them shorter). L1 holds decoded values, so its hits
+    /// never pay for it. Every cache built with the `lz4` feature reads compressed values
+    /// whatever its own setting, so the threshold can change in a rolling deploy; a build
+    /// without the feature reads them as misses. Default: off.
+    #[cfg(feature = "lz4")]
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
         self
     }
 
@@ -313,7 +327,8 @@ impl<C: Codec> CacheBuilder<C> {
             stack: Stack::new(self.tiers, namespace, tags, Arc::clone(&counters)),
             coherence: Coherence::new(self.bus),
             defaults,
-            envelope: Envelope::new(self.codec, self.schema_version),
+            envelope: Envelope::new(self.codec, self.schema_version)
+                .compress_above(self.compress_above),
             counters,
             background_loads: self.background_loads,
         }));

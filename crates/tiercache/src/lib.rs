@@ -80,10 +80,14 @@
 //! | `bus` | no | the invalidation bus, keeping every instance's L1 coherent: [`RedisBus`] (Pub/Sub) and [`RedisTrackingBus`] (server-assisted tracking); with `streams` also [`RedisStreamBus`] (replayable) |
 //! | `streams` | no | [`Streams`]: Redis Streams with typed events and consumer groups |
 //! | `tls` | no | `rediss://` URLs for the Redis tier and bus (rustls) |
+//! | `postcard` | no | [`PostcardCodec`]: postcard, compact and fast, not self-describing |
+//! | `msgpack` | no | [`MsgpackCodec`]: MessagePack (rmp-serde) with field names |
+//! | `lz4` | no | values compressed below L1 above a threshold ([`CacheBuilder::compress_above`]) |
 //! | `metrics` | no | the stats through the `metrics` crate facade (`Cache::record_metrics`, `CacheBuilder::metrics_every`), the bus's propagation lag as a histogram |
 //!
 //! The [`JsonCodec`] (serde_json) is always available and is the default codec; another codec is
-//! plugged in with [`CacheBuilder::codec`].
+//! plugged in with [`CacheBuilder::codec`]. A cache reads every shipped codec it was built with
+//! and writes its own, so a fleet can switch codec in a rolling deploy.
 #![doc(test(attr(deny(warnings))))]
 
 // The handle and its builder; under them the engine (the only sequencer), and under it the
@@ -94,7 +98,9 @@ mod cache;
 mod coherence;
 mod common;
 mod engine;
+mod events;
 mod front;
+mod health;
 mod load;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -103,8 +109,10 @@ mod policy;
 mod stack;
 
 pub use builder::{CacheBuilder, DEFAULT_L1_MAX_AGE_WITH_BUS};
-pub use cache::Cache;
+pub use cache::{Cache, Refresh};
 pub use coherence::{BusOptions, DEFAULT_FLUSH_INTERVAL};
+pub use events::{CacheEvent, EVENT_BUFFER, Events};
+pub use health::{HEALTH_PROBE_TIMEOUT, Health, PartHealth, PartKind, PartStatus};
 pub use load::DEFAULT_BACKGROUND_LOADS;
 pub use policy::{
     DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_LEASE_POLL, DEFAULT_LEASE_TTL, LeaseOptions, Promotion,
@@ -117,6 +125,10 @@ pub use stack::{
 pub use tiercache_bus::RedisStreamBus;
 #[cfg(feature = "bus")]
 pub use tiercache_bus::{RedisBus, RedisBusOptions, RedisTrackingBus};
+#[cfg(feature = "msgpack")]
+pub use tiercache_core::MsgpackCodec;
+#[cfg(feature = "postcard")]
+pub use tiercache_core::PostcardCodec;
 pub use tiercache_core::{
     BoxError, Bus, BusKey, BusStats, Bytes, CacheStats, CacheStrategy, CircuitState, Codec,
     DEFAULT_FAIL_SAFE_THROTTLE, EagerRefresh, Entry, EntryOptions, Error, FailSafe, JsonCodec,
@@ -139,6 +151,25 @@ pub use tiercache_streams::Streams;
 #[cfg(all(doctest, feature = "bus", feature = "streams"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeExample;
+
+/// The Redis tier's crate (`redis` feature), with the client it is built on:
+/// `tiercache::redis::fred` is the fred version tiercache uses, so that
+/// [`RedisOptions::reconnect_policy`] and [`RedisOptions::from_config`] can be called without
+/// pinning fred in your own `Cargo.toml`.
+///
+/// ```
+/// use tiercache::redis::fred::types::config::ReconnectPolicy;
+/// use tiercache::RedisOptions;
+///
+/// let options = RedisOptions::from_url("redis://127.0.0.1:6379")?
+///     .reconnect_policy(ReconnectPolicy::new_exponential(0, 100, 30_000, 2));
+/// # let _ = options;
+/// # Ok::<(), tiercache::Error>(())
+/// ```
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use tiercache_redis::*;
+}
 
 /// The crates under the facade, for what it does not re-export.
 pub mod core {

@@ -1,7 +1,10 @@
 //! The `Cache` handle: each public operation opens its span and makes one call into the engine.
 //! Single-key operations are here, batch ones in `batch.rs`.
 
+mod adaptive;
 mod batch;
+
+pub use adaptive::Refresh;
 
 use std::{future::Future, sync::Arc};
 
@@ -239,7 +242,7 @@ impl<C: Codec> Cache<C> {
         let loader = || async move { loader().await.map(Some) };
         let loaded = self
             .engine
-            .compute(key, options, Negatives::LoadOver, loader)
+            .compute(key, options, Negatives::LoadOver, None, loader)
             .await?;
         // NOTE: with `LoadOver` and a loader that always yields `Some`, `compute` has no path
         // that returns `None`; the error is here so that a future change cannot turn into a panic.
@@ -271,7 +274,7 @@ impl<C: Codec> Cache<C> {
         let call = async {
             let loaded = self
                 .engine
-                .compute(key, options, Negatives::Answer, loader)
+                .compute(key, options, Negatives::Answer, None, loader)
                 .await?;
             Ok(loaded.map(Arc::unwrap_or_clone))
         };
@@ -289,6 +292,35 @@ impl<C: Codec> Cache<C> {
     pub async fn invalidate(&self, key: &str) -> Result<()> {
         let call = self.engine.invalidate(key);
         observe::traced(call_span!("invalidate", key), call, observe::no_hit).await
+    }
+
+    /// Removes each of `keys` from every tier, and with a bus from every other instance's L1, as
+    /// [`invalidate`](Self::invalidate) does for one key: the tiers are written concurrently and
+    /// one bus message carries every key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
+    /// use tiercache::{Cache, CacheStrategy, MemoryTier};
+    ///
+    /// let cache = Cache::builder().memory(MemoryTier::new(1_000)).build().await?;
+    /// for id in 1..=3u32 {
+    ///     cache.set(&format!("order:{id}"), &id, CacheStrategy::ShortTerm).await?;
+    /// }
+    /// cache.invalidate_many(&["order:1", "order:2"]).await?;
+    /// assert_eq!(cache.get::<u32>("order:1").await?, None);
+    /// assert_eq!(cache.get::<u32>("order:3").await?, Some(3));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`] for the first key that breaks the key rules (then nothing is
+    /// removed); otherwise the first tier failure, after all tiers were tried, or the bus's
+    /// error.
+    pub async fn invalidate_many(&self, keys: &[&str]) -> Result<()> {
+        let first = keys.first().copied().unwrap_or_default();
+        let call = self.engine.invalidate_many(keys);
+        observe::traced(call_span!("invalidate_many", first), call, observe::no_hit).await
     }
 
     /// Drops every entry [tagged](EntryOptions::tags) `tag` from every tier, and with a bus from
@@ -404,6 +436,53 @@ impl<C: Codec> Cache<C> {
     /// gaps, L1 flushes, time since the last message).
     pub fn stats(&self) -> CacheStats {
         self.engine.stats()
+    }
+
+    /// The state of every part of the cache: L1, each tier below it (probed now with one read
+    /// of a reserved key, at most [`HEALTH_PROBE_TIMEOUT`](crate::HEALTH_PROBE_TIMEOUT) each,
+    /// concurrently) and the bus. For a `/healthz` handler: [`Health::status`](crate::Health::status)
+    /// is the worst part's.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
+    /// use tiercache::{Cache, MemoryTier, MokaTier, PartStatus};
+    ///
+    /// let cache = Cache::builder()
+    ///     .memory(MemoryTier::new(1_000))
+    ///     .tier(MokaTier::new(10_000))
+    ///     .build()
+    ///     .await?;
+    /// let health = cache.health().await;
+    /// assert_eq!(health.status(), PartStatus::Up);
+    /// assert_eq!(health.parts.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn health(&self) -> crate::Health {
+        self.engine.health().await
+    }
+
+    /// A subscription to what this cache does from now on: hits, misses, loads, fail-safe
+    /// answers, fills kept out because of an invalidation, bus gaps. A bounded broadcast: the
+    /// cache never waits for a subscriber; one that falls more than
+    /// [`EVENT_BUFFER`](crate::EVENT_BUFFER) events behind loses the oldest and counts them
+    /// ([`Events::missed`](crate::Events::missed)). Events are built only while someone is
+    /// subscribed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
+    /// use tiercache::{Cache, CacheEvent, CacheStrategy, MemoryTier};
+    ///
+    /// let cache = Cache::builder().memory(MemoryTier::new(1_000)).build().await?;
+    /// let mut events = cache.events();
+    /// let _n: u32 = cache
+    ///     .get_or_compute("n", CacheStrategy::ShortTerm, || async { Ok::<_, std::io::Error>(1) })
+    ///     .await?;
+    /// assert_eq!(events.recv().await, Some(CacheEvent::Miss { key: "n".into() }));
+    /// assert!(matches!(events.recv().await, Some(CacheEvent::Loaded { key, .. }) if key == "n"));
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> crate::Events {
+        self.engine.events()
     }
 
     /// The namespace (empty for none).

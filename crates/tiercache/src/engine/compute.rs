@@ -14,9 +14,10 @@ use std::{
 
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
-use tiercache_core::{Bytes, Codec, EntryOptions, Error, Result, validate_key};
+use tiercache_core::{Bytes, Codec, EntryOptions, Error, Result, validate_key, validate_tags};
 
-use super::{Engine, Fallback, fleet::Awaited};
+use super::{Engine, Fallback, adaptive::Adaptive, fleet::Awaited};
+use crate::events::CacheEvent;
 use crate::{
     common::Lookup,
     front::{Behind, FrontRead, Stamp},
@@ -46,6 +47,9 @@ pub(super) struct Job<T> {
     pub(super) policy: Policy,
     pub(super) negatives: Negatives,
     pub(super) fallback: Option<Fallback<T>>,
+    /// The exchange with a loader that chooses its value's options or is handed the cached
+    /// copy; `None` for a plain loader.
+    pub(super) adaptive: Option<Arc<Adaptive<T>>>,
 }
 
 /// One flight's load: what its outcome is settled with.
@@ -118,6 +122,7 @@ impl<C: Codec> Engine<C> {
         key: &str,
         options: EntryOptions,
         negatives: Negatives,
+        adaptive: Option<Arc<Adaptive<T>>>,
         loader: F,
     ) -> Result<Option<Arc<T>>>
     where
@@ -127,9 +132,17 @@ impl<C: Codec> Engine<C> {
         E: Into<LoaderError> + 'static,
     {
         let past_deadline = match self.front.lookup::<T>(key).await {
-            FrontRead::Hit(value) => return Ok(Some(value)),
+            FrontRead::Hit(value) => {
+                self.events.emit(|| CacheEvent::Hit {
+                    key: key.to_owned(),
+                });
+                return Ok(Some(value));
+            }
             FrontRead::Negative if negatives == Negatives::Answer => {
                 self.answer_negative();
+                self.events.emit(|| CacheEvent::Hit {
+                    key: key.to_owned(),
+                });
                 return Ok(None);
             }
             FrontRead::Negative => {
@@ -152,7 +165,9 @@ impl<C: Codec> Engine<C> {
             FrontRead::Miss => false,
         };
         // Boxed: the miss path must not grow the hit path's future.
-        Box::pin(self.compute_after_front(key, options, negatives, past_deadline, loader)).await
+        let after =
+            self.compute_after_front(key, options, negatives, past_deadline, adaptive, loader);
+        Box::pin(after).await
     }
 
     /// After an L1 miss: a kept copy that is still fresh answers and starts a background
@@ -164,6 +179,7 @@ impl<C: Codec> Engine<C> {
         options: EntryOptions,
         negatives: Negatives,
         past_deadline: bool,
+        adaptive: Option<Arc<Adaptive<T>>>,
         loader: F,
     ) -> Result<Option<Arc<T>>>
     where
@@ -178,8 +194,17 @@ impl<C: Codec> Engine<C> {
         if past_deadline {
             match self.front.behind::<T>(key).await {
                 Behind::Fresh(value) => {
-                    self.refresh_in_background(key, options, policy, negatives, loader)
-                        .await;
+                    if let Some(adaptive) = &adaptive {
+                        adaptive.offer(&value);
+                    }
+                    let job = Job {
+                        options,
+                        policy,
+                        negatives,
+                        fallback: None,
+                        adaptive,
+                    };
+                    self.refresh_in_background(key, job, loader).await;
                     return Ok(Some(value));
                 }
                 Behind::Stale(copy, stamp) if policy.fail_safe.is_some() => {
@@ -193,6 +218,7 @@ impl<C: Codec> Engine<C> {
             policy,
             negatives,
             fallback,
+            adaptive,
         };
         let mut counted = false;
         loop {
@@ -365,6 +391,7 @@ impl<C: Codec> Engine<C> {
         }
         match cached {
             Lookup::Hit(value) => {
+                self.events.emit(|| CacheEvent::Hit { key: key.clone() });
                 finish(leader, Ok(erased(Some(Arc::clone(&value)))));
                 return Ok(Some(value));
             }
@@ -378,6 +405,7 @@ impl<C: Codec> Engine<C> {
         let leases = leasing.map(|_| leases);
 
         self.counters.load();
+        self.events.emit(|| CacheEvent::Miss { key: key.clone() });
         observe::answered_by("loader");
         // A wait for another instance spent part of the call's timeouts already.
         let left = |timeout: Duration| timeout.saturating_sub(waited);
@@ -391,6 +419,9 @@ impl<C: Codec> Engine<C> {
             started,
             leases,
         };
+        if let (Some(adaptive), Some(fallback)) = (&flight.job.adaptive, &flight.job.fallback) {
+            adaptive.offer(&fallback.copy.value);
+        }
         let result = match run_timed(start(loader), deadlines).await {
             Timed::Done(result) => result,
             Timed::Soft(running) => {
@@ -410,6 +441,9 @@ impl<C: Codec> Engine<C> {
                     .as_ref()
                     .map(|fallback| Arc::clone(&fallback.copy.value));
                 self.counters.stale_served();
+                self.events.emit(|| CacheEvent::StaleServed {
+                    key: flight.key.clone(),
+                });
                 tracing::info!(
                     key = flight.key,
                     "load passed its soft timeout: answering with the stale value, the load goes on in the background"
@@ -436,6 +470,8 @@ impl<C: Codec> Engine<C> {
         let Flight {
             leader, key, job, ..
         } = flight;
+        self.events
+            .emit(|| CacheEvent::LoadFailed { key: key.clone() });
         if let Some(fallback) = &job.fallback {
             let value = self.serve_stale(&key, fallback, job.policy).await;
             finish(leader, Ok(erased(Some(Arc::clone(&value)))));
@@ -467,9 +503,17 @@ impl<C: Codec> Engine<C> {
             leases,
         } = flight;
         let loaded = match result {
-            Ok(Ok(loaded)) => loaded.map(Arc::new),
+            Ok(Ok(loaded)) => {
+                self.events.emit(|| CacheEvent::Loaded {
+                    key: key.clone(),
+                    took: started.elapsed(),
+                });
+                loaded.map(Arc::new)
+            }
             Ok(Err(source)) => {
                 self.counters.load_error();
+                self.events
+                    .emit(|| CacheEvent::LoadFailed { key: key.clone() });
                 let err = Error::loader(&key, source);
                 if let Some(fallback) = &job.fallback {
                     tracing::warn!(key, %err, "loader failed; fail-safe answers with the stale value");
@@ -483,6 +527,8 @@ impl<C: Codec> Engine<C> {
             }
             Err(panic) => {
                 self.counters.load_error();
+                self.events
+                    .emit(|| CacheEvent::LoadFailed { key: key.clone() });
                 let err = Error::LoaderPanicked { key: key.clone() };
                 finish(leader, Err(err.clone()));
                 if place == Place::Background {
@@ -496,9 +542,24 @@ impl<C: Codec> Engine<C> {
                 std::panic::resume_unwind(panic);
             }
         };
-        let spec = self.defaults.write_spec(&job.options, started.elapsed());
+        // The loader's own choice of options, when it made one, decides how the value is stored.
+        let options = match job
+            .adaptive
+            .as_ref()
+            .and_then(|adaptive| adaptive.options())
+        {
+            Some(chosen) => {
+                if let Err(err) = validate_tags(chosen.tags_value()) {
+                    finish(leader, Err(err.clone()));
+                    return Err(err);
+                }
+                chosen
+            }
+            None => &job.options,
+        };
+        let spec = self.defaults.write_spec(options, started.elapsed());
         if let Err(err) = self
-            .fill(&key, loaded.clone(), &job.options, spec, stamp, leases)
+            .fill(&key, loaded.clone(), options, spec, stamp, leases)
             .await
         {
             finish(leader, Err(err.clone()));

@@ -8,6 +8,7 @@ use serde::Serialize;
 use tiercache_core::{Bytes, Codec, EntryOptions, Result};
 
 use super::{Engine, Fallback};
+use crate::events::CacheEvent;
 use crate::{
     common::Scope,
     front::Stamp,
@@ -20,6 +21,9 @@ impl<C: Codec> Engine<C> {
     /// (counted); the load's leader is the one that puts it back in L1.
     pub(super) fn answer_stale<T>(&self, key: &str, fallback: &Fallback<T>) -> Arc<T> {
         self.counters.stale_served();
+        self.events.emit(|| CacheEvent::StaleServed {
+            key: key.to_owned(),
+        });
         tracing::warn!(
             key,
             "answering with a stale value: the load failed or timed out"
@@ -122,6 +126,9 @@ impl<C: Codec> Engine<C> {
         let _tier_failure = written.into_result();
         if !self.front.is_current(stamp) {
             self.counters.fill_rejected();
+            self.events.emit(|| CacheEvent::FillRejected {
+                key: key.to_owned(),
+            });
         }
     }
 
@@ -136,6 +143,9 @@ impl<C: Codec> Engine<C> {
         policy: Policy,
     ) -> Arc<T> {
         self.counters.stale_served();
+        self.events.emit(|| CacheEvent::StaleServed {
+            key: key.to_owned(),
+        });
         let copy = &fallback.copy;
         if let Some(fail_safe) = policy.fail_safe {
             // Served as it is for the throttle, then a fallback again (stale) until its end.

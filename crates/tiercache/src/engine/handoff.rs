@@ -6,18 +6,13 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
-use tiercache_core::{Codec, EntryOptions};
+use tiercache_core::Codec;
 
 use super::{
     Engine,
-    compute::{
-        Flight, Job, LoadFuture, LoaderError, Negatives, Place, finish, start, timeout_error,
-    },
+    compute::{Flight, Job, LoadFuture, LoaderError, Place, finish, start, timeout_error},
 };
-use crate::{
-    load::{BackgroundPermit, Deadlines, Join, Timed, run_timed},
-    policy::Policy,
-};
+use crate::load::{BackgroundPermit, Deadlines, Join, Timed, run_timed};
 
 impl<C: Codec> Engine<C> {
     /// Starts one background load of `key` because a hit came near the entry's end, unless a
@@ -26,9 +21,7 @@ impl<C: Codec> Engine<C> {
     pub(super) async fn refresh_in_background<T, F, Fut, E>(
         self: &Arc<Self>,
         key: &str,
-        options: EntryOptions,
-        policy: Policy,
-        negatives: Negatives,
+        job: Job<T>,
         loader: F,
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -51,22 +44,20 @@ impl<C: Codec> Engine<C> {
         self.counters.eager_refresh();
         self.counters.load();
         tracing::debug!(key, "refreshing in the background before the entry expires");
+        let job_policy = job.policy;
         let flight = Flight {
             leader: Some(leader),
             key: key.to_owned(),
-            job: Job {
-                options,
-                policy,
-                negatives,
-                fallback: None,
-            },
+            job,
             stamp,
             started: Instant::now(),
             leases: None,
         };
-        let deadlines = Deadlines::after(None, policy.hard_timeout);
+        let deadlines = Deadlines::after(None, job_policy.hard_timeout);
         // The refresh takes its leases in the background, before its loader reads the source.
-        let lease_first = policy.lease_ttl.filter(|_| self.stack.has_shared_levels());
+        let lease_first = job_policy
+            .lease_ttl
+            .filter(|_| self.stack.has_shared_levels());
         self.continue_in_background(permit, flight, start(loader), deadlines, lease_first);
     }
 

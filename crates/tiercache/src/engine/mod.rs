@@ -13,17 +13,20 @@
 //! background (`handoff.rs`), writing and invalidating
 //! (`write.rs`), and applying what the bus delivers (`receive.rs`).
 
+mod adaptive;
 mod compute;
 mod compute_many;
 mod fill;
 mod fleet;
 mod handoff;
+mod health;
 mod read;
 mod receive;
 mod write;
 
 use std::sync::Arc;
 
+pub(crate) use adaptive::Adaptive;
 pub(crate) use compute::Negatives;
 pub(crate) use receive::Receiver;
 use tiercache_core::{BusScope, CacheStats, Envelope, LoadCounters, Result};
@@ -31,6 +34,7 @@ use tiercache_core::{BusScope, CacheStats, Envelope, LoadCounters, Result};
 use crate::{
     coherence::Coherence,
     common::StaleCopy,
+    events::{EventHub, Events},
     front::{Front, Stamp},
     load::{BackgroundLoads, Flights},
     policy::Defaults,
@@ -48,6 +52,7 @@ pub(crate) struct Engine<C> {
     defaults: Defaults,
     envelope: Envelope<C>,
     counters: Arc<LoadCounters>,
+    events: EventHub,
 }
 
 /// The parts an engine is made of, as the builder assembles them.
@@ -79,6 +84,7 @@ impl<C: tiercache_core::Codec> Engine<C> {
             defaults: parts.defaults,
             envelope: parts.envelope,
             counters: parts.counters,
+            events: EventHub::new(),
         }
     }
 
@@ -138,6 +144,11 @@ impl<C: tiercache_core::Codec> Engine<C> {
 
     pub(crate) fn l1_max_age(&self) -> Option<std::time::Duration> {
         self.front.max_age()
+    }
+
+    /// A new subscription to this cache's events.
+    pub(crate) fn events(&self) -> Events {
+        self.events.subscribe()
     }
 
     pub(crate) fn loads_in_flight(&self) -> usize {

@@ -11,6 +11,7 @@ use tiercache_core::{
 };
 
 use super::{Engine, Fallback};
+use crate::events::CacheEvent;
 use crate::{
     common::{Lookup, Scope},
     front::{Behind, Encoded, FrontRead, Stamp},
@@ -72,15 +73,32 @@ impl<C: Codec> Engine<C> {
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError> + Sync,
     {
         match self.front.lookup::<T>(key).await {
-            FrontRead::Hit(value) => Ok(Some(value)),
+            FrontRead::Hit(value) => {
+                self.events.emit(|| CacheEvent::Hit {
+                    key: key.to_owned(),
+                });
+                Ok(Some(value))
+            }
             FrontRead::Negative => {
                 self.answer_negative();
+                self.events.emit(|| CacheEvent::Hit {
+                    key: key.to_owned(),
+                });
                 Ok(None)
             }
-            // Boxed: the miss path must not grow the hit path's future.
-            other => Box::pin(self.read_after_front(key, other, decode))
-                .await
-                .map(Lookup::into_value),
+            other => {
+                // Boxed: the miss path must not grow the hit path's future.
+                let found = Box::pin(self.read_after_front(key, other, decode)).await?;
+                self.events.emit(|| match found {
+                    Lookup::Miss => CacheEvent::Miss {
+                        key: key.to_owned(),
+                    },
+                    Lookup::Hit(_) | Lookup::Negative => CacheEvent::Hit {
+                        key: key.to_owned(),
+                    },
+                });
+                Ok(found.into_value())
+            }
         }
     }
 
@@ -184,6 +202,9 @@ impl<C: Codec> Engine<C> {
     ) {
         if found.raced {
             self.counters.fill_rejected();
+            self.events.emit(|| CacheEvent::FillRejected {
+                key: key.to_owned(),
+            });
             self.drop_here(Scope::Key(key)).await;
             return;
         }
@@ -201,6 +222,9 @@ impl<C: Codec> Engine<C> {
         }
         if !self.front.is_current(stamp) {
             self.counters.fill_rejected();
+            self.events.emit(|| CacheEvent::FillRejected {
+                key: key.to_owned(),
+            });
         }
     }
 

@@ -12,6 +12,7 @@ use tiercache_core::{
 };
 
 use super::Engine;
+use crate::events::CacheEvent;
 use crate::{
     coherence::{FlushTurn, Received},
     common::Scope,
@@ -174,6 +175,7 @@ impl<C: Codec> Engine<C> {
     /// The bus may have lost messages: any entry here may be stale, and any tag time too.
     async fn gap(&self, reason: GapReason, me: &Weak<Self>) {
         self.coherence.count_gap();
+        self.events.emit(|| CacheEvent::BusGap);
         // Forgotten now, not when a deferred flush runs: a tag time learned meanwhile stays.
         self.stack.forget_tags();
         self.flush(Flush::Gap(reason), me).await;

@@ -180,6 +180,51 @@ impl<C: Codec> Engine<C> {
             .await
     }
 
+    /// `invalidate_many`: as `invalidate` for each key, with the tiers written concurrently and
+    /// one bus message for all of them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::invalidate_many`](crate::Cache::invalidate_many).
+    pub(crate) async fn invalidate_many(&self, keys: &[&str]) -> Result<()> {
+        for key in keys {
+            validate_key(key)?;
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let scopes: Vec<Scope<'_>> = keys.iter().map(|key| Scope::Key(key)).collect();
+        for scope in &scopes {
+            self.front.invalidate(*scope).await;
+        }
+        let written = self.invalidate_stack(&scopes, Reach::Every).await;
+        let written = if self.stack.has_in_process_levels() {
+            // As in `invalidate_everywhere`.
+            self.front.bump(&scopes).await;
+            written.and(self.invalidate_stack(&scopes, Reach::InProcess).await)
+        } else {
+            written
+        };
+        let settled = self.front.settle(written, &scopes).await;
+        self.coherence
+            .publish(settled, || {
+                Invalidation::Keys(keys.iter().map(|key| (*key).to_owned()).collect())
+            })
+            .await
+    }
+
+    /// Every scope removed from the stack, concurrently; the first failure, in key order.
+    async fn invalidate_stack(&self, scopes: &[Scope<'_>], reach: Reach) -> Written {
+        let each = scopes
+            .iter()
+            .map(|scope| self.stack.invalidate(*scope, reach));
+        let mut outcomes = futures_util::future::join_all(each).await.into_iter();
+        let first = outcomes.next();
+        outcomes
+            .fold(first, |all, next| all.map(|all| all.and(next)))
+            .unwrap_or_else(crate::stack::nothing_written)
+    }
+
     /// `invalidate_prefix`.
     ///
     /// # Errors

@@ -10,6 +10,7 @@
 mod breaker;
 mod counting;
 mod examine;
+mod health;
 mod leases;
 mod level;
 mod tags;
@@ -88,6 +89,11 @@ impl Written {
     pub(crate) fn into_result(self) -> Result<()> {
         self.result
     }
+}
+
+/// The outcome of a write that wrote nothing.
+pub(crate) fn nothing_written() -> Written {
+    written(None)
 }
 
 fn written(first_error: Option<tiercache_core::Error>) -> Written {
