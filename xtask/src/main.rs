@@ -20,6 +20,7 @@
 mod bench;
 mod coherence;
 mod fuzz;
+mod postgres;
 mod redis;
 mod run;
 mod svg;
@@ -52,9 +53,11 @@ fn main() -> ExitCode {
 }
 
 /// The test suite: every crate, every feature, unit, integration, example and doc tests. The
-/// Redis tests start their own `redis-server`, so it must be installed.
+/// Redis tests start their own `redis-server`, so it must be installed; the service's tests need
+/// a PostgreSQL (found, or started privately from Debian's package).
 fn test() -> Result<(), String> {
     redis::ensure_installed()?;
+    postgres::ensure_available()?;
     run::cargo(&["test", "--workspace", "--all-features"], &[])?;
     // What only a build without a feature can show: a `rediss://` URL refused without `tls`.
     run::cargo(&["test", "--package", "tiercache-redis", "--lib"], &[])

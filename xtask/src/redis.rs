@@ -13,14 +13,14 @@ fn installed() -> bool {
         .is_ok_and(|status| status.success())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-fn apt_get(args: &[&str]) -> bool {
+pub(crate) fn apt_get(args: &[&str]) -> bool {
     Command::new("apt-get")
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")

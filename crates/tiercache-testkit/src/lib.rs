@@ -4,7 +4,8 @@
 //! messages, and [`RedisServer`] / [`RedisCluster`]: Redis processes a test starts on free
 //! loopback ports and can stop, pause and restart.
 //!
-//! Dev-only (`publish = false`): add it under `[dev-dependencies]`. Its checks panic with the name
+//! Add it under `[dev-dependencies]`. The Redis processes are behind the `redis` feature and
+//! the PostgreSQL helper behind `postgres`. Its checks panic with the name
 //! of the behaviour that failed, like `assert!`, so they read well in a test report.
 //!
 //! A third-party tier, checked by the suite:
@@ -58,15 +59,22 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "redis")]
 pub mod coherence;
 pub mod conformance;
 mod conformance_leases;
 mod local_bus;
 mod map_tier;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod proxy;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use local_bus::{LocalBus, LocalNetwork};
 pub use map_tier::{InjectedFailure, MapTier};
+#[cfg(feature = "postgres")]
+pub use postgres::{FORCE_PRIVATE_ENV, POSTGRES_HINT, Postgres};
 pub use proxy::Proxy;
+#[cfg(feature = "redis")]
 pub use redis::{INSTALL_HINT, RedisCluster, RedisServer, redis_server_available};
