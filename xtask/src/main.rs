@@ -11,6 +11,8 @@
 //!   their table in `target/tiercache-coherence/report.md`.
 //! - `fuzz [--seconds N] [--target NAME]`: each fuzz target in `fuzz/` for N seconds (600 by
 //!   default; nightly Rust and cargo-fuzz), keeping the corpus that `test` replays.
+//! - `service [--instances N] [--load] [--seconds S]`: the products service as N instances;
+//!   with `--load`, wrk against them with and without the cache, and the table.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -23,6 +25,7 @@ mod fuzz;
 mod postgres;
 mod redis;
 mod run;
+mod service;
 mod svg;
 
 use std::process::ExitCode;
@@ -36,9 +39,10 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         Some("coherence") => coherence::coherence(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("service") => service::service(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME] | coherence [--seconds N] | fuzz [--seconds N] [--target NAME]>"
+                "usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME] | coherence [--seconds N] | fuzz [--seconds N] [--target NAME] | service [--instances N] [--load] [--seconds S]>"
             );
             return ExitCode::from(2);
         }

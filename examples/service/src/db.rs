@@ -49,11 +49,19 @@ pub struct Written {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// PostgreSQL refused or failed a query (or the connection).
-    #[error("database: {0}")]
+    #[error("database: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The schema name is not a plain identifier.
     #[error("schema name {0:?} must be lowercase letters, digits and underscores")]
     BadSchema(String),
+}
+
+/// tokio-postgres says only "db error" for what the server refused: add the server's message.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{err}: {}", db.message()),
+        None => err.to_string(),
+    }
 }
 
 /// The tags seeded products get: product `id` has `TAGS[id % 20]` and `TAGS[id % 7]`.
@@ -128,8 +136,21 @@ impl Db {
     ///
     /// [`DbError::Postgres`].
     pub async fn prepare(&self, count: i64) -> Result<(), DbError> {
-        let schema = &self.schema;
         let client = self.client();
+        // Instances starting together would race on the DDL (IF NOT EXISTS is not atomic in
+        // PostgreSQL): one at a time, under a session lock.
+        client
+            .execute("SELECT pg_advisory_lock(7341001)", &[])
+            .await?;
+        let prepared = self.create_and_seed(client, count).await;
+        client
+            .execute("SELECT pg_advisory_unlock(7341001)", &[])
+            .await?;
+        prepared
+    }
+
+    async fn create_and_seed(&self, client: &Client, count: i64) -> Result<(), DbError> {
+        let schema = &self.schema;
         client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema};
