@@ -3,7 +3,9 @@
 //! - `test`: the whole test suite (what CI and a new user run).
 //! - `lint`: fmt check, clippy with `-D warnings`, the facade's feature matrix, `cargo doc` with
 //!   `-D warnings`, and `cargo deny` when it is installed.
-//! - `ci`: `lint`, then `test`.
+//! - `package`: `cargo package` of every publishable crate, each built from its packaged files
+//!   against the others (cargo's local overlay), offline.
+//! - `ci`: `lint`, `package`, then `test`.
 //! - `bench [--quick] [--filter NAME]`: every bench, then one table of ratios against the raw
 //!   dependencies, also written to `target/tiercache-bench/report.md`, with a bar chart of the
 //!   ratios in `target/tiercache-bench/ratios.svg`.
@@ -35,14 +37,17 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("lint") => lint(),
-        Some("ci") => lint().and_then(|()| run::step("tests", test)),
+        Some("package") => package(),
+        Some("ci") => lint()
+            .and_then(|()| package())
+            .and_then(|()| run::step("tests", test)),
         Some("bench") => bench::bench(&args[1..]),
         Some("coherence") => coherence::coherence(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("service") => service::service(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | lint | ci | bench [--quick] [--filter NAME] | coherence [--seconds N] | fuzz [--seconds N] [--target NAME] | service [--instances N] [--load] [--seconds S]>"
+                "usage: cargo xtask <test | lint | package | ci | bench [--quick] [--filter NAME] | coherence [--seconds N] | fuzz [--seconds N] [--target NAME] | service [--instances N] [--load] [--seconds S]>"
             );
             return ExitCode::from(2);
         }
@@ -65,6 +70,29 @@ fn test() -> Result<(), String> {
     run::cargo(&["test", "--workspace", "--all-features"], &[])?;
     // What only a build without a feature can show: a `rediss://` URL refused without `tls`.
     run::cargo(&["test", "--package", "tiercache-redis", "--lib"], &[])
+}
+
+/// The crates that are never published (`publish = false`).
+const UNPUBLISHED: [&str; 4] = [
+    "tiercache-benches",
+    "tiercache-examples",
+    "tiercache-service",
+    "xtask",
+];
+
+/// Packages every publishable crate and builds each from its package, the way crates.io would
+/// get it: a missing file, a path outside the crate, a dependency without a version shows here.
+/// Offline: the dependencies come from the local cache that the build filled. What this cannot
+/// check without the network: that the names are free on crates.io, and the upload itself.
+/// `--allow-dirty` so that it runs on a working tree too (CI's clone is clean anyway).
+fn package() -> Result<(), String> {
+    run::step("package", || {
+        let mut args = vec!["package", "--workspace", "--offline", "--allow-dirty"];
+        for crate_name in UNPUBLISHED {
+            args.extend(["--exclude", crate_name]);
+        }
+        run::cargo(&args, &[])
+    })
 }
 
 fn lint() -> Result<(), String> {

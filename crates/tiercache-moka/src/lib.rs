@@ -20,6 +20,8 @@
 //! assert_eq!(hit.map(|e| e.value), Some((&b"bytes"[..]).into()));
 //! # Ok(()) }
 //! ```
+// On docs.rs (every feature on), each item gated by a feature says which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod bytes_tier;

@@ -24,6 +24,8 @@
 //! assert!(hit.is_some_and(|entry| entry.remaining_ttl() <= Duration::from_secs(60)));
 //! # Ok(()) }
 //! ```
+// On docs.rs (every feature on), each item gated by a feature says which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod error;

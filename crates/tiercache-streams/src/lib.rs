@@ -48,6 +48,8 @@
 //! }
 //! # Ok(()) }
 //! ```
+// On docs.rs (every feature on), each item gated by a feature says which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod connection;

@@ -57,6 +57,8 @@
 //! tiercache_testkit::conformance::run(&MapTier::default(), "doc:").await;
 //! # }
 //! ```
+// On docs.rs (every feature on), each item gated by a feature says which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "redis")]

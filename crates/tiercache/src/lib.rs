@@ -88,6 +88,8 @@
 //! The [`JsonCodec`] (serde_json) is always available and is the default codec; another codec is
 //! plugged in with [`CacheBuilder::codec`]. A cache reads every shipped codec it was built with
 //! and writes its own, so a fleet can switch codec in a rolling deploy.
+// On docs.rs (every feature on), each item gated by a feature says which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 // The handle and its builder; under them the engine (the only sequencer), and under it the
@@ -149,7 +151,7 @@ pub use tiercache_streams::Streams;
 /// The README's examples, compiled and run as doc tests so the README stays true (they use
 /// every feature, so they run under `--all-features`, as `cargo xtask test` does).
 #[cfg(all(doctest, feature = "bus", feature = "streams"))]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeExample;
 
 /// The Redis tier's crate (`redis` feature), with the client it is built on:
