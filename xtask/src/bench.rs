@@ -281,6 +281,78 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.2),
     },
     Scenario {
+        name: "L2 hit decode, JSON (1 KiB struct)",
+        bench: "codecs",
+        source: Source::Criterion {
+            group: "decode_json",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "L2 hit decode, postcard (1 KiB struct)",
+        bench: "codecs",
+        source: Source::Criterion {
+            group: "decode_postcard",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "L2 hit decode, MessagePack (1 KiB struct)",
+        bench: "codecs",
+        source: Source::Criterion {
+            group: "decode_msgpack",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "L2 hit decode, JSON, LZ4-compressed (1 KiB struct)",
+        bench: "codecs",
+        source: Source::Criterion {
+            group: "decode_json_lz4",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "bytes stored for the 1 KiB struct, JSON",
+        bench: "codecs",
+        source: Source::Json {
+            file: "stored_bytes_json",
+        },
+        unit: Unit::Bytes,
+        target: Target::AtMost(1.05),
+    },
+    Scenario {
+        name: "bytes stored for the 1 KiB struct, postcard",
+        bench: "codecs",
+        source: Source::Json {
+            file: "stored_bytes_postcard",
+        },
+        unit: Unit::Bytes,
+        target: Target::AtMost(1.05),
+    },
+    Scenario {
+        name: "bytes stored for the 1 KiB struct, MessagePack",
+        bench: "codecs",
+        source: Source::Json {
+            file: "stored_bytes_msgpack",
+        },
+        unit: Unit::Bytes,
+        target: Target::AtMost(1.05),
+    },
+    Scenario {
+        name: "bytes stored for the 1 KiB struct, JSON + LZ4 vs uncompressed JSON",
+        bench: "codecs",
+        source: Source::Json {
+            file: "stored_bytes_json_lz4",
+        },
+        unit: Unit::Bytes,
+        target: Target::AtMost(1.05),
+    },
+    Scenario {
         name: "L1 memory per entry (100k entries) vs raw moka",
         bench: "memory",
         source: Source::Json {

@@ -18,16 +18,26 @@ use tiercache::{
 use tiercache_testkit::RedisServer;
 
 fn options_at(url: &str) -> RedisOptions {
+    options_with(url, Duration::from_millis(300))
+}
+
+fn options_with(url: &str, timeout: Duration) -> RedisOptions {
     RedisOptions::from_url(url)
         .unwrap()
-        .command_timeout(Duration::from_millis(300))
+        .command_timeout(timeout)
         .reconnect_policy(
             tiercache::redis::fred::types::config::ReconnectPolicy::new_constant(0, 50),
         )
 }
 
 async fn instance(url: &str, namespace: &str) -> Cache {
-    let redis = RedisTier::connect_with(options_at(url)).await.unwrap();
+    instance_with(url, namespace, Duration::from_millis(300)).await
+}
+
+async fn instance_with(url: &str, namespace: &str, timeout: Duration) -> Cache {
+    let redis = RedisTier::connect_with(options_with(url, timeout))
+        .await
+        .unwrap();
     let bus: Arc<dyn Bus> = Arc::new(
         RedisBus::connect_with(RedisBusOptions::new(options_at(url)))
             .await
@@ -401,4 +411,140 @@ async fn events_tell_what_happened_and_a_slow_subscriber_never_blocks() {
     drop(events);
     drop(cache);
     assert_eq!(slow.recv().await, None, "the stream ends with the cache");
+}
+
+/// A caller that waited on another's refresh, then led its own after that one was cancelled,
+/// must not hand the loader the copy it read before an invalidation that completed meanwhile:
+/// "not modified" would put that copy back, in L1 and in Redis, after the invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_read_before_a_finished_invalidation_is_not_offered_to_a_refresh() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let cache = instance(&url, "conditional-relead").await;
+    cache.set("k", &1u64, conditional(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    // The first refresh hangs until it is cancelled.
+    let hanging = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_refresh("k", conditional(60_000), |_held: Option<Arc<u64>>| async {
+                    std::future::pending::<()>().await;
+                    Ok::<_, std::io::Error>(Refresh::Modified(0u64))
+                })
+                .await
+        })
+    };
+    eventually("the first refresh runs", async || {
+        cache.loads_in_flight() == 1
+    })
+    .await;
+    // The second reads the stale copy (1) from L1 and waits for the first.
+    let waiting = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_refresh(
+                    "k",
+                    conditional(60_000),
+                    |held: Option<Arc<u64>>| async move {
+                        Ok::<_, std::io::Error>(match held {
+                            Some(_) => Refresh::NotModified,
+                            None => Refresh::Modified(3u64),
+                        })
+                    },
+                )
+                .await
+        })
+    };
+    eventually("the second waits", async || cache.stats().coalesced == 1).await;
+    cache.invalidate("k").await.unwrap();
+    hanging.abort();
+    let answered = waiting.await.unwrap().unwrap();
+    assert!(answered == 1 || answered == 3, "{answered}");
+    // After the invalidation returned, the copy read before it is in no tier.
+    assert_eq!(cache.get::<u64>("k").await.unwrap(), Some(3), "L1");
+    assert_eq!(
+        in_redis(&url, "conditional-relead", "k").await,
+        Some(3),
+        "Redis"
+    );
+}
+
+/// A copy kept by "not modified" keeps the tags it was stored with, so a tag invalidation still
+/// finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_modified_keeps_the_copys_tags() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let cache = instance(&url, "conditional-tags").await;
+    let _: u64 = cache
+        .get_or_compute_with("p", conditional(30), || async {
+            Ok::<_, std::io::Error>((1u64, conditional(30).tags(["category:garden"])))
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let kept: u64 = cache
+        .get_or_refresh(
+            "p",
+            conditional(60_000),
+            |held: Option<Arc<u64>>| async move {
+                assert!(held.is_some());
+                Ok::<_, std::io::Error>(Refresh::NotModified)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    cache.invalidate_tag("category:garden").await.unwrap();
+    assert_eq!(cache.get::<u64>("p").await.unwrap(), None, "L1");
+    assert_eq!(in_redis(&url, "conditional-tags", "p").await, None, "Redis");
+}
+
+/// A batch of more keys than one bus message can name (65,535) still reaches every instance,
+/// and the bus keeps working after it (the message is split, never stuck to be resent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_many_and_set_many_of_70k_keys_reach_the_other_instance() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let slow = Duration::from_secs(10);
+    let (a, b) = (
+        instance_with(&url, "huge", slow).await,
+        instance_with(&url, "huge", slow).await,
+    );
+    let names: Vec<String> = (0..70_000).map(|i| format!("item:{i:05}")).collect();
+    let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+    let entries: Vec<(&str, u64)> = keys.iter().map(|key| (*key, 1u64)).collect();
+    a.set_many(&entries, CacheStrategy::LongTerm).await.unwrap();
+    for key in [keys[0], keys[69_999]] {
+        assert_eq!(b.get::<u64>(key).await.unwrap(), Some(1));
+    }
+    let entries: Vec<(&str, u64)> = keys.iter().map(|key| (*key, 2u64)).collect();
+    a.set_many(&entries, CacheStrategy::LongTerm).await.unwrap();
+    for key in [keys[0], keys[69_999]] {
+        eventually("B reads the second set_many", async || {
+            b.get::<u64>(key).await.unwrap() == Some(2)
+        })
+        .await;
+    }
+    a.invalidate_many(&keys).await.unwrap();
+    for key in [keys[0], keys[35_000], keys[69_999]] {
+        eventually("B dropped the key", async || {
+            b.get::<u64>(key).await.unwrap().is_none()
+        })
+        .await;
+    }
+    // The bus is not stuck behind an unsendable message: a plain invalidation still arrives.
+    a.set("after", &7u64, CacheStrategy::LongTerm)
+        .await
+        .unwrap();
+    assert_eq!(b.get::<u64>("after").await.unwrap(), Some(7));
+    a.invalidate("after").await.unwrap();
+    eventually("B dropped the last key", async || {
+        b.get::<u64>("after").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(a.stats().bus.unwrap().publish_errors, 0);
 }

@@ -84,13 +84,17 @@ impl<C: Codec> Cache<C> {
     }
 
     /// get-or-compute with a conditional refresh: the loader is handed the copy the cache still
-    /// holds — the value kept past its TTL by [fail-safe](EntryOptions::fail_safe), or, in an
-    /// [eager refresh](EntryOptions::eager_refresh), the still-fresh one; `None` when there is
-    /// none — and may answer [`Refresh::NotModified`] (after asking the source with the copy's
-    /// ETag or version) to keep it for another TTL without transferring it again.
+    /// holds — the value kept past its TTL by a [fail-safe](EntryOptions::fail_safe) stale window;
+    /// `None` when there is none — and may answer [`Refresh::NotModified`] (after asking the
+    /// source with the copy's ETag or version) to keep it for another TTL without transferring
+    /// it again. It keeps the tags it was stored with, plus the call's.
     ///
     /// The kept copy is stored again like a loaded value: under the flight's stamp and leases,
-    /// so an invalidation or write of the key during the refresh wins over it.
+    /// so an invalidation or write of the key during the refresh wins over it. A copy is handed
+    /// over only when storing it again cannot undo a write or invalidation that came after it was
+    /// read: not after an invalidation of the key since, not an L1 copy while Redis is leased (a
+    /// copy from Redis is, read together with its lease), not after the call waited for another
+    /// instance's lease, and not in an eager refresh. Then the loader gets `None` and loads.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
@@ -135,21 +139,34 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<Refresh<T>, E>> + Send + 'static,
         E: Into<LoaderError> + 'static,
     {
+        let options = options.into();
         let adaptive = Adaptive::new();
         let offered = Arc::clone(&adaptive);
+        let call_options = options.clone();
         let loader = move || async move {
             let held = offered.current();
             match loader(held.clone()).await.map_err(Into::into)? {
                 Refresh::Modified(value) => Ok(Some(value)),
                 Refresh::NotModified => match held {
-                    Some(held) => Ok(Some(Arc::unwrap_or_clone(held))),
+                    Some(held) => {
+                        // The copy keeps the tags it was stored with (with the call's own), so
+                        // a tag invalidation still finds it.
+                        let mut tags = offered.current_tags();
+                        for tag in call_options.tags_value() {
+                            if !tags.contains(tag) {
+                                tags.push(tag.clone());
+                            }
+                        }
+                        offered.store_with(call_options.tags(tags));
+                        Ok(Some(Arc::unwrap_or_clone(held)))
+                    }
                     None => Err(LoaderError::from(
                         "the loader answered NotModified, but it was handed no cached copy",
                     )),
                 },
             }
         };
-        let call = self.compute_adaptive(key, options.into(), adaptive, loader);
+        let call = self.compute_adaptive(key, options, adaptive, loader);
         observe::traced(call_span!("get_or_compute", key), call, observe::no_hit).await
     }
 

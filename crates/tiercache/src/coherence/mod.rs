@@ -256,6 +256,27 @@ impl Coherence {
         written.and(published)
     }
 
+    /// Like [`publish`](Self::publish), for a write of many keys: one message per batch of keys
+    /// that fits a bus message ([`key_batches`]), sent in order; the first failure is returned
+    /// after all were tried (each failed one is kept to send again).
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub(crate) async fn publish_keys(&self, settled: Settled, keys: &[&str]) -> Result<()> {
+        let written = settled.into_result();
+        let Some(link) = &self.link else {
+            return written;
+        };
+        link.send_pending().await;
+        let mut published = Ok(());
+        for batch in key_batches(keys) {
+            let sent = link.send(Invalidation::Keys(batch)).await;
+            published = published.and(sent);
+        }
+        written.and(published)
+    }
+
     /// What `event` means for this instance; `None` when it means nothing (its own message, or
     /// an event this version does not know).
     pub(crate) fn admit(&self, event: BusEvent) -> Option<Received> {
@@ -350,8 +371,61 @@ fn only_what_is_safe_if_old(message: BusMessage) -> Received {
     }
 }
 
+/// The most keys one message names, and the most bytes of keys: well inside what the wire
+/// format carries (65,535 keys, 1 MiB a message), so that a batch write or invalidation of any
+/// size is always sent, never stuck at the head of the resend queue as a message that cannot be
+/// encoded.
+const KEYS_PER_MESSAGE: usize = 4096;
+const KEY_BYTES_PER_MESSAGE: usize = 256 * 1024;
+
+/// `keys` cut into batches that each fit one message, in order.
+pub(crate) fn key_batches(keys: &[&str]) -> Vec<Vec<String>> {
+    let mut batches = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for key in keys {
+        let size = key.len() + 2;
+        if !batch.is_empty()
+            && (batch.len() == KEYS_PER_MESSAGE || bytes + size > KEY_BYTES_PER_MESSAGE)
+        {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        batch.push((*key).to_owned());
+        bytes += size;
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_batches_fit_a_message_and_keep_every_key_in_order() {
+        let many: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
+        let keys: Vec<&str> = many.iter().map(String::as_str).collect();
+        let batches = super::key_batches(&keys);
+        assert_eq!(batches.len(), 3);
+        assert!(
+            batches
+                .iter()
+                .all(|batch| batch.len() <= super::KEYS_PER_MESSAGE)
+        );
+        assert_eq!(batches.concat(), many);
+        let long: Vec<String> = (0..300).map(|i| format!("{i:01000}")).collect();
+        let keys: Vec<&str> = long.iter().map(String::as_str).collect();
+        let batches = super::key_batches(&keys);
+        assert!(batches.len() >= 2, "{}", batches.len());
+        for batch in &batches {
+            let bytes: usize = batch.iter().map(|key| key.len() + 2).sum();
+            assert!(bytes <= super::KEY_BYTES_PER_MESSAGE);
+        }
+        assert_eq!(batches.concat(), long);
+        assert!(super::key_batches(&[]).is_empty());
+    }
+
     use std::sync::Mutex;
 
     use tiercache_core::{BusHealth, BusScope, BusSink, Error, Namespace, async_trait};

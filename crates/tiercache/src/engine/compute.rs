@@ -153,9 +153,17 @@ impl<C: Codec> Engine<C> {
                 let decode = |bytes: &Bytes| self.envelope.decode::<T>(bytes);
                 // Boxed: the rare path must not grow the hot path's future.
                 match Box::pin(self.type_update(key, &encoded, &decode)).await {
-                    Lookup::Hit(value) => return Ok(Some(value)),
+                    Lookup::Hit(value) => {
+                        self.events.emit(|| CacheEvent::Hit {
+                            key: key.to_owned(),
+                        });
+                        return Ok(Some(value));
+                    }
                     Lookup::Negative if negatives == Negatives::Answer => {
                         self.counters.negative_hit();
+                        self.events.emit(|| CacheEvent::Hit {
+                            key: key.to_owned(),
+                        });
                         return Ok(None);
                     }
                     Lookup::Negative | Lookup::Miss => false,
@@ -194,9 +202,8 @@ impl<C: Codec> Engine<C> {
         if past_deadline {
             match self.front.behind::<T>(key).await {
                 Behind::Fresh(value) => {
-                    if let Some(adaptive) = &adaptive {
-                        adaptive.offer(&value);
-                    }
+                    // NOTE: an eager refresh offers its loader nothing: the fresh copy was read
+                    // without a stamp, and the refresh's leases are taken after it.
                     let job = Job {
                         options,
                         policy,
@@ -207,10 +214,23 @@ impl<C: Codec> Engine<C> {
                     self.refresh_in_background(key, job, loader).await;
                     return Ok(Some(value));
                 }
-                Behind::Stale(copy, stamp) if policy.fail_safe.is_some() => {
-                    fallback = Some(Fallback { copy, stamp });
+                Behind::Stale(copy, stamp) => {
+                    // An L1 copy may be offered to a conditional refresh only when no shared
+                    // level is leased: a lease taken after this read would not stop a write
+                    // that came between.
+                    let leased = policy.lease_ttl.is_some() && self.stack.has_shared_levels();
+                    if let Some(adaptive) = adaptive.as_ref().filter(|_| !leased) {
+                        adaptive.consider(&copy, stamp);
+                    }
+                    if policy.fail_safe.is_some() {
+                        fallback = Some(Fallback {
+                            copy,
+                            stamp,
+                            offerable: false,
+                        });
+                    }
                 }
-                Behind::Stale(..) | Behind::Nothing => {}
+                Behind::Nothing => {}
             }
         }
         let job = Job {
@@ -346,6 +366,11 @@ impl<C: Codec> Engine<C> {
             // miss and its join (and the stack may not have taken its write).
             cached = self.peek_front(&key, &decode).await;
         }
+        if let (Some(adaptive), Some(stale)) = (&job.adaptive, &stale)
+            && stale.offerable
+        {
+            adaptive.consider(&stale.copy, stale.stamp);
+        }
         let job = Job {
             fallback: job
                 .fallback
@@ -388,6 +413,11 @@ impl<C: Codec> Engine<C> {
                 }
             }
             waited = waiting.elapsed();
+            if let Some(adaptive) = &job.adaptive {
+                // New leases, taken after the copies were read: a write in between would not
+                // revoke them, so no copy read before may be stored again under them.
+                adaptive.withdraw();
+            }
         }
         match cached {
             Lookup::Hit(value) => {
@@ -419,8 +449,10 @@ impl<C: Codec> Engine<C> {
             started,
             leases,
         };
-        if let (Some(adaptive), Some(fallback)) = (&flight.job.adaptive, &flight.job.fallback) {
-            adaptive.offer(&fallback.copy.value);
+        if let Some(adaptive) = &flight.job.adaptive {
+            // The copy goes to the loader only while no invalidation of the key came since it
+            // was read (then storing it again is as if it had been loaded now).
+            adaptive.offer(|read_at| self.front.is_current(read_at));
         }
         let result = match run_timed(start(loader), deadlines).await {
             Timed::Done(result) => result,

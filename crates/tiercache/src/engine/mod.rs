@@ -71,6 +71,12 @@ pub(crate) struct Parts<C> {
 pub(crate) struct Fallback<T> {
     copy: StaleCopy<T>,
     stamp: Stamp,
+    /// Whether the copy may be handed to a conditional refresh (`get_or_refresh`), as far as
+    /// the shared tiers go: storing it again under the flight's leases must be refused after any
+    /// write of the key since the copy was read. True when no lease is taken, or when the copy
+    /// came from the last level the read leased (its lease was taken with the read of the copy,
+    /// and none after it). The invalidation clock is checked when it is offered.
+    offerable: bool,
 }
 
 impl<C: tiercache_core::Codec> Engine<C> {

@@ -181,7 +181,12 @@ impl<C: Codec> Engine<C> {
     {
         let gate = || self.front.enter(stamp);
         let below = self.stack.read(key, decode, &gate, leasing).await;
-        let fallback = below.stale.map(|copy| Fallback { copy, stamp });
+        let offerable = below.stale_after_leases;
+        let fallback = below.stale.map(|copy| Fallback {
+            copy,
+            stamp,
+            offerable,
+        });
         let Some(found) = below.found else {
             return (Lookup::Miss, fallback, below.leases);
         };
@@ -340,6 +345,7 @@ impl<C: Codec> Engine<C> {
                 answer.fallback = below.stale.map(|copy| Fallback {
                     copy,
                     stamp: stamps[index],
+                    offerable: false,
                 });
             }
         }
@@ -368,7 +374,13 @@ impl<C: Codec> Engine<C> {
             }
             FrontRead::PastDeadline => match self.front.behind::<T>(key).await {
                 Behind::Fresh(value) => one.found = Lookup::Hit(value),
-                Behind::Stale(copy, stamp) => one.fallback = Some(Fallback { copy, stamp }),
+                Behind::Stale(copy, stamp) => {
+                    one.fallback = Some(Fallback {
+                        copy,
+                        stamp,
+                        offerable: false,
+                    });
+                }
                 Behind::Nothing => {}
             },
             FrontRead::Miss => {}

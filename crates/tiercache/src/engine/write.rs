@@ -163,10 +163,8 @@ impl<C: Codec> Engine<C> {
             .map(|((key, _), value)| (*key, value))
             .collect();
         let settled = self.front.settle_set(written, &ours).await;
-        let keys = entries.iter().map(|(key, _)| (*key).to_owned()).collect();
-        self.coherence
-            .publish(settled, || Invalidation::Keys(keys))
-            .await
+        let keys: Vec<&str> = entries.iter().map(|(key, _)| *key).collect();
+        self.coherence.publish_keys(settled, &keys).await
     }
 
     /// `invalidate`: the key gone from every tier, then from every other instance's L1.
@@ -181,7 +179,7 @@ impl<C: Codec> Engine<C> {
     }
 
     /// `invalidate_many`: as `invalidate` for each key, with the tiers written concurrently and
-    /// one bus message for all of them.
+    /// one bus message per batch of keys that fits one.
     ///
     /// # Errors
     ///
@@ -206,11 +204,7 @@ impl<C: Codec> Engine<C> {
             written
         };
         let settled = self.front.settle(written, &scopes).await;
-        self.coherence
-            .publish(settled, || {
-                Invalidation::Keys(keys.iter().map(|key| (*key).to_owned()).collect())
-            })
-            .await
+        self.coherence.publish_keys(settled, keys).await
     }
 
     /// Every scope removed from the stack, concurrently; the first failure, in key order.

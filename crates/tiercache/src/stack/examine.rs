@@ -74,6 +74,9 @@ pub(crate) struct Below<T> {
     /// The leases this read took on shared levels (for a read a load follows), and whether
     /// another filler holds one.
     pub(crate) leases: Leases,
+    /// Whether no lease of this read was taken after the stale copy was read (see
+    /// `Fallback::offerable`).
+    pub(crate) stale_after_leases: bool,
 }
 
 impl<T> Default for Below<T> {
@@ -81,6 +84,7 @@ impl<T> Default for Below<T> {
         Self {
             found: None,
             stale: None,
+            stale_after_leases: false,
             leases: Leases::default(),
         }
     }

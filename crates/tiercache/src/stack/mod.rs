@@ -226,7 +226,21 @@ impl Stack {
                     return below;
                 }
                 Accepted::Stale(stale) => {
-                    below.stale.get_or_insert(stale);
+                    if below.stale.is_none() {
+                        below.stale = Some(stale);
+                        let later = self.levels.get(index + 1..).unwrap_or_default();
+                        below.stale_after_leases =
+                            !later
+                                .iter()
+                                .enumerate()
+                                .any(|(offset, level)| match leasing {
+                                    Leasing::Load(_) => level.tier.is_shared(),
+                                    Leasing::Promote(_) => {
+                                        index + 1 + offset < last && level.leases_fills()
+                                    }
+                                    Leasing::Off => false,
+                                });
+                    }
                 }
                 Accepted::Unusable => {}
             }
