@@ -1,16 +1,14 @@
-//! Making sure the service's tests find a PostgreSQL: `DATABASE_URL`, the server on
-//! 127.0.0.1:5432, or Debian's `postgresql` package, from which the tests start a private one
-//! (tiercache-testkit's `Postgres`).
+//! Making sure the service's tests (and `cargo xtask service`) find a PostgreSQL:
+//! `DATABASE_URL`, the server on 127.0.0.1:5432 when it lets `postgres` into `test` without a
+//! password, or Debian's `postgresql` package, from which tiercache-testkit's `Postgres` starts a
+//! private server. (A freshly installed Debian cluster asks for a password on 127.0.0.1 and has
+//! no `test` database: then the private server is used.)
 
-use std::{
-    net::{Ipv4Addr, SocketAddrV4, TcpStream},
-    path::Path,
-    time::Duration,
-};
+use std::path::Path;
 
 use crate::redis::{apt_get, is_root};
 
-const INSTRUCTION: &str = "no PostgreSQL answers on 127.0.0.1:5432, DATABASE_URL is not set, and initdb is missing: run `sudo apt-get install -y postgresql` (Debian/Ubuntu) or set DATABASE_URL, then run again";
+const INSTRUCTION: &str = "no PostgreSQL lets user postgres into database test on 127.0.0.1:5432, DATABASE_URL is not set, and initdb is missing: run `sudo apt-get install -y postgresql` (Debian/Ubuntu) or set DATABASE_URL, then run again";
 
 fn initdb_installed() -> bool {
     std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
@@ -20,16 +18,15 @@ fn initdb_installed() -> bool {
     })
 }
 
-/// Says which PostgreSQL the tests will use; installs the server package with apt-get when
-/// none answers and we are root; otherwise fails with a one-line instruction.
+/// Says which PostgreSQL will be used; installs the server package with apt-get when none can be
+/// and we are root; otherwise fails with a one-line instruction.
 pub(crate) fn ensure_available() -> Result<(), String> {
     if std::env::var("DATABASE_URL").is_ok() {
         println!("== PostgreSQL: DATABASE_URL");
         return Ok(());
     }
-    let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5432);
-    if TcpStream::connect_timeout(&local.into(), Duration::from_secs(1)).is_ok() {
-        println!("== PostgreSQL: 127.0.0.1:5432 (each test in a schema of its own)");
+    if tiercache_testkit::lets_in(5432, "postgres", "test") {
+        println!("== PostgreSQL: 127.0.0.1:5432, database test (each test in a schema of its own)");
         return Ok(());
     }
     if !initdb_installed() && is_root() {
@@ -38,7 +35,9 @@ pub(crate) fn ensure_available() -> Result<(), String> {
         let _installed = apt_get(&["install", "-y", "-qq", "postgresql"]);
     }
     if initdb_installed() {
-        println!("== PostgreSQL: none answers; the tests start a private server (initdb)");
+        println!(
+            "== PostgreSQL: none lets us in on 127.0.0.1:5432; a private server is started (initdb)"
+        );
         Ok(())
     } else {
         Err(INSTRUCTION.to_owned())

@@ -1,7 +1,8 @@
 //! `cargo xtask service [--instances N] [--load] [--seconds S]`: the products service
 //! (`examples/service`) as N instances (2 or 3, default 3) on free loopback ports, sharing one
-//! Redis (a private `redis-server`, or `REDIS_URL`) and PostgreSQL (`DATABASE_URL`, or the
-//! server on 127.0.0.1:5432). Without `--load` they run until Ctrl-C. With `--load`, wrk drives
+//! Redis (a private `redis-server`, or `REDIS_URL`) and PostgreSQL (`DATABASE_URL`, the server
+//! on 127.0.0.1:5432 when it lets `postgres` into `test`, or a private server: testkit's
+//! `Postgres`). URLs reach the instances through the environment, never their command line. Without `--load` they run until Ctrl-C. With `--load`, wrk drives
 //! every instance for S seconds (default 15) with a read-heavy Zipf-like mix plus writes, once
 //! with tiercache and once with the cache off, and a table compares requests/s, latency and
 //! database queries per request; then writes on one instance are read back on the others and
@@ -9,7 +10,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -48,8 +49,10 @@ fn options(args: &[String]) -> Result<Options, String> {
                     .ok_or_else(|| format!("{arg} takes a number"))?;
                 if arg == "--seconds" {
                     options.seconds = value.max(1);
+                } else if (2..=3).contains(&value) {
+                    options.instances = usize::try_from(value).unwrap_or(3);
                 } else {
-                    options.instances = usize::try_from(value.clamp(2, 3)).unwrap_or(3);
+                    return Err(format!("--instances takes 2 or 3, not {value}"));
                 }
             }
             _ => return Err(format!("unknown argument {arg}")),
@@ -63,7 +66,7 @@ struct Started(Child);
 
 impl Drop for Started {
     fn drop(&mut self) {
-        // SIGTERM first (the service shuts down gracefully), then make sure.
+        // SIGTERM first (the service shuts down gracefully on it), then make sure.
         let _term = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
@@ -112,14 +115,12 @@ fn ensure_wrk() -> Result<(), String> {
 }
 
 fn database_url() -> Result<String, String> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return Ok(url);
+    crate::postgres::ensure_available()?;
+    let postgres = tiercache_testkit::Postgres::shared().map_err(|err| err.to_string())?;
+    if postgres.is_private() {
+        println!("== PostgreSQL: a private server, stopped when this ends");
     }
-    let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5432);
-    if TcpStream::connect_timeout(&local.into(), Duration::from_secs(1)).is_ok() {
-        return Ok("host=127.0.0.1 port=5432 user=postgres dbname=test".to_owned());
-    }
-    Err("no PostgreSQL: set DATABASE_URL, or run one on 127.0.0.1:5432 (`sudo apt-get install -y postgresql`)".to_owned())
+    Ok(postgres.url().to_owned())
 }
 
 /// One HTTP/1.1 request on its own connection: (status, body).
@@ -154,44 +155,69 @@ struct Fleet {
     _instances: Vec<Started>,
 }
 
-fn start_fleet(
-    binary: &Path,
+/// How the instances of one run are started.
+struct Setup<'a> {
+    binary: &'a Path,
     count: usize,
-    redis_url: &str,
-    database_url: &str,
+    redis_url: &'a str,
+    database_url: &'a str,
     cache: bool,
-) -> Result<Fleet, String> {
+    /// The cache's namespace: each run its own, so that nothing cached by an earlier run (or by
+    /// the run without the cache, whose writes invalidate nothing) is read.
+    namespace: String,
+    /// Start from freshly seeded data (the first instance drops and seeds the schema).
+    reset: bool,
+}
+
+fn wait_healthy(port: u16) -> Result<(), String> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if matches!(http(port, "GET", "/healthz", ""), Ok((200, _))) {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(format!("instance on port {port} did not become healthy"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_fleet(setup: &Setup<'_>) -> Result<Fleet, String> {
     let mut ports = Vec::new();
     let mut instances = Vec::new();
-    for _ in 0..count {
+    for index in 0..setup.count {
         let port = free_port()?;
-        let mut command = Command::new(binary);
+        let mut command = Command::new(setup.binary);
         command
-            .args(["--port", &port.to_string(), "--redis", redis_url])
-            .args(["--database", database_url, "--schema", "tiercache_service"])
-            .args(["--seed", &PRODUCTS.to_string()])
+            .args(["--port", &port.to_string(), "--schema", "tiercache_service"])
+            .args([
+                "--namespace",
+                &setup.namespace,
+                "--seed",
+                &PRODUCTS.to_string(),
+            ])
+            .env("REDIS_URL", setup.redis_url)
+            .env("DATABASE_URL", setup.database_url)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        if !cache {
+        if !setup.cache {
             command.arg("--no-cache");
+        }
+        if setup.reset && index == 0 {
+            command.arg("--reset");
         }
         let child = command
             .spawn()
-            .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
+            .map_err(|err| format!("cannot start {}: {err}", setup.binary.display()))?;
         instances.push(Started(child));
         ports.push(port);
+        if index == 0 {
+            // The first prepares (or resets) the schema before the others look at it.
+            wait_healthy(port)?;
+        }
     }
     for port in &ports {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if matches!(http(*port, "GET", "/healthz", ""), Ok((200, _))) {
-                break;
-            }
-            if Instant::now() > until {
-                return Err(format!("instance on port {port} did not become healthy"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_healthy(*port)?;
     }
     Ok(Fleet {
         ports,
@@ -233,14 +259,29 @@ pub(crate) fn service(args: &[String]) -> Result<(), String> {
         &["build", "--release", "--package", "tiercache-service"],
         &[],
     )?;
-    let binary = run::root().join("target/release/tiercache-service");
-    let (redis_url, _redis) = start_redis()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| run::root().join("target"), std::path::PathBuf::from);
+    let binary = target.join("release/tiercache-service");
+    let (redis_url, redis) = start_redis()?;
+    let setup = |cache: bool, run: &str| Setup {
+        binary: &binary,
+        count: options.instances,
+        redis_url: &redis_url,
+        database_url: &database_url,
+        cache,
+        namespace: format!("products-{}-{run}", std::process::id()),
+        reset: options.load,
+    };
     if !options.load {
-        let fleet = start_fleet(&binary, options.instances, &redis_url, &database_url, true)?;
+        let fleet = start_fleet(&setup(true, "run"))?;
         for port in &fleet.ports {
             println!("== instance: http://127.0.0.1:{port}/products/1  (/metrics, /healthz)");
         }
-        println!("== Redis {redis_url}; Ctrl-C stops everything");
+        if redis.is_some() {
+            // Ours, on loopback, without a password: safe to show.
+            println!("== Redis {redis_url} (private)");
+        }
+        println!("== Ctrl-C stops everything");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
@@ -251,14 +292,17 @@ pub(crate) fn service(args: &[String]) -> Result<(), String> {
     std::fs::write(&script, MIX_LUA).map_err(|err| format!("{}: {err}", script.display()))?;
     let mut rows = Vec::new();
     let mut stale = None;
-    for cache in [true, false] {
-        let fleet = start_fleet(&binary, options.instances, &redis_url, &database_url, cache)?;
+    // Without the cache first: its writes invalidate nothing, and the cached run that follows
+    // starts from freshly seeded data in a namespace of its own anyway.
+    for cache in [false, true] {
+        let fleet = start_fleet(&setup(cache, if cache { "cached" } else { "uncached" }))?;
         let row = drive(&fleet, &script, options.seconds, cache)?;
         if cache {
             stale = Some(stale_reads(&fleet)?);
         }
         rows.push(row);
     }
+    rows.reverse();
     let report = report(&rows, stale.as_ref(), &options);
     println!("{report}");
     let path = dir.join("report.md");
@@ -306,6 +350,7 @@ fn drive(fleet: &Fleet, script: &Path, seconds: u64, cache: bool) -> Result<Row,
                 .arg("-s")
                 .arg(script)
                 .arg(format!("http://127.0.0.1:{port}"))
+                .args(["--", &port.to_string()])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -357,14 +402,45 @@ fn drive(fleet: &Fleet, script: &Path, seconds: u64, cache: bool) -> Result<Row,
 }
 
 struct Stale {
+    /// Follower checks: (write, other instance) pairs.
     rounds: u64,
+    /// Checks whose first read (of the product, or of one of the two lists it moved between)
+    /// still showed the state before the write.
     immediately: u64,
+    /// Checks that still saw it after [`BOUND`].
     after_bound: u64,
     slowest: Duration,
 }
 
-/// A write on one instance (PUT returns after the cache was told), then reads of the product on
-/// every other instance at once, again until they see the write.
+/// What a follower reads about product `id`: its version, and whether the lists of `joined`
+/// and `left` hold it.
+fn observe(port: u16, id: u64, joined: &str, left: &str) -> Result<(i64, bool, bool), String> {
+    let json = |path: &str| -> Result<serde_json::Value, String> {
+        let (status, body) = http(port, "GET", path, "")?;
+        if status != 200 {
+            return Err(format!("GET {path}: {status} {body}"));
+        }
+        serde_json::from_str(&body).map_err(|err| format!("GET {path}: {err}: {body}"))
+    };
+    let holds = |list: &serde_json::Value| {
+        list.as_array().is_some_and(|products| {
+            products
+                .iter()
+                .any(|product| product["id"].as_u64() == Some(id))
+        })
+    };
+    let product = json(&format!("/products/{id}"))?;
+    let version = product["version"]
+        .as_i64()
+        .ok_or_else(|| format!("no version in {product}"))?;
+    let joined = holds(&json(&format!("/products?tag={joined}"))?);
+    let left = holds(&json(&format!("/products?tag={left}"))?);
+    Ok((version, joined, left))
+}
+
+/// Writes on one instance (a `PUT` returns after the cache was told), each moving a hot product
+/// from one tag to another; then every other instance at once reads the product and both
+/// tags' lists until it sees the write in all three.
 fn stale_reads(fleet: &Fleet) -> Result<Stale, String> {
     let mut stale = Stale {
         rounds: 0,
@@ -372,57 +448,92 @@ fn stale_reads(fleet: &Fleet) -> Result<Stale, String> {
         after_bound: 0,
         slowest: Duration::ZERO,
     };
-    let version = |body: &str| -> Result<i64, String> {
-        let value: serde_json::Value =
-            serde_json::from_str(body).map_err(|err| format!("bad product JSON: {err}: {body}"))?;
-        value["version"]
-            .as_i64()
-            .ok_or_else(|| format!("no version in {body}"))
-    };
     for round in 0..STALE_ROUNDS {
-        // The hottest products, which every instance has in L1.
+        // The hottest products, which every instance has in L1, with their lists.
         let id = 1 + round % 20;
-        let path = format!("/products/{id}");
+        let index = |value: u64| usize::try_from(value % 20).unwrap_or(0);
+        let (first, seeded, other) = (
+            TAG_NAMES[index(id)],
+            TAG_NAMES[index(id % 7)],
+            TAG_NAMES[index(id % 7 + 10)],
+        );
+        // Each visit of a product moves it between its seeded second tag and another one.
+        let (left, joined) = if (round / 20) % 2 == 0 {
+            (seeded, other)
+        } else {
+            (other, seeded)
+        };
         for port in &fleet.ports {
-            http(*port, "GET", &path, "")?;
+            observe(*port, id, joined, left)?;
         }
         let writer = fleet.ports[usize::try_from(round).unwrap_or(0) % fleet.ports.len()];
-        let tags = TAG_NAMES;
         let body = format!(
-            r#"{{"name":"product {id}","price_cents":{},"tags":["{}","{}"]}}"#,
-            100 + round,
-            tags[usize::try_from(id % 20).unwrap_or(0)],
-            tags[usize::try_from(id % 7).unwrap_or(0)]
+            r#"{{"name":"product {id}","price_cents":{},"tags":["{first}","{joined}"]}}"#,
+            100 + round
         );
+        let path = format!("/products/{id}");
         let (status, written) = http(writer, "PUT", &path, &body)?;
         if status != 200 {
             return Err(format!("PUT {path}: {status} {written}"));
         }
-        let written = version(&written)?;
+        let written: serde_json::Value = serde_json::from_str(&written)
+            .map_err(|err| format!("PUT {path}: {err}: {written}"))?;
+        let version = written["version"]
+            .as_i64()
+            .ok_or_else(|| format!("no version in {written}"))?;
         let wrote_at = Instant::now();
-        for port in fleet.ports.iter().filter(|port| **port != writer) {
+        // `left` still holds the product when it is also its first tag.
+        let left_keeps = left == first;
+        let followers: Vec<u16> = fleet
+            .ports
+            .iter()
+            .copied()
+            .filter(|port| *port != writer)
+            .collect();
+        let checks = std::thread::scope(|scope| {
+            let handles: Vec<_> = followers
+                .iter()
+                .map(|port| {
+                    scope.spawn(move || -> Result<(bool, bool, Duration), String> {
+                        let mut stale_first = false;
+                        loop {
+                            let (seen, in_joined, in_left) = observe(*port, id, joined, left)?;
+                            if seen >= version && in_joined && in_left == left_keeps {
+                                return Ok((stale_first, false, wrote_at.elapsed()));
+                            }
+                            stale_first = true;
+                            if wrote_at.elapsed() > BOUND {
+                                return Ok((true, true, wrote_at.elapsed()));
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err("a reader panicked".to_owned()))
+                })
+                .collect::<Vec<_>>()
+        });
+        for check in checks {
+            let (first_stale, past_bound, took) = check?;
             stale.rounds += 1;
-            let mut first = true;
-            loop {
-                let (_, body) = http(*port, "GET", &path, "")?;
-                let seen = version(&body)?;
-                if seen >= written {
-                    stale.slowest = stale.slowest.max(wrote_at.elapsed());
-                    break;
-                }
-                if first {
-                    stale.immediately += 1;
-                    first = false;
-                }
-                if wrote_at.elapsed() > BOUND {
-                    stale.after_bound += 1;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
+            stale.immediately += u64::from(first_stale);
+            stale.after_bound += u64::from(past_bound);
+            if !past_bound {
+                stale.slowest = stale.slowest.max(took);
             }
         }
     }
     Ok(stale)
+}
+
+fn fleet_others(options: &Options) -> usize {
+    options.instances - 1
 }
 
 fn report(rows: &[Row], stale: Option<&Stale>, options: &Options) -> String {
@@ -456,7 +567,8 @@ fn report(rows: &[Row], stale: Option<&Stale>, options: &Options) -> String {
     }
     if let Some(stale) = stale {
         out.push_str(&format!(
-            "\nStale reads after writes: {} reads of a just-written product on the other instances ({STALE_ROUNDS} writes): {} stale at the first read, {} still stale after {} ms; slowest to see the write: {:.1} ms.\n",
+            "\nStale reads after writes: {STALE_ROUNDS} writes, each moving a hot product from one tag to another, read back on the {} other instances at once ({} checks of the product and both tags' lists): {} stale at the first read, {} still stale after {} ms; slowest to see the whole write: {:.1} ms.\n",
+            fleet_others(options),
             stale.rounds,
             stale.immediately,
             stale.after_bound,
@@ -482,9 +594,13 @@ local products = 10000
 local tags = {"garden", "kitchen", "outdoor", "office", "kids", "sale", "new", "eco", "premium",
   "classic", "modern", "vintage", "sport", "travel", "pets", "bath", "lighting", "storage",
   "tools", "gifts"}
+-- Each wrk process passes its own seed (-- SEED), so the instances do not get one sequence.
+init = function(args)
+  math.randomseed(tonumber(args[1]) or os.time())
+end
 -- Zipf-like (s = 1): P(k) ~ 1/k for k in 1..n.
 local function zipf(n)
-  return math.floor(math.exp(math.random() * math.log(n)))
+  return math.min(n, math.floor(math.exp(math.random() * math.log(n + 1))))
 end
 request = function()
   local r = math.random()
@@ -493,9 +609,12 @@ request = function()
   elseif r < 0.98 then
     return wrk.format("GET", "/products?tag=" .. tags[zipf(#tags)])
   else
+    -- A write; half of them move the product's second tag elsewhere.
     local id = zipf(products)
+    local second = 1 + id % 7
+    if math.random() < 0.5 then second = math.random(1, #tags) end
     local body = string.format('{"name":"product %d","price_cents":%d,"tags":["%s","%s"]}',
-      id, math.random(100, 9999), tags[1 + id % 20], tags[1 + id % 7])
+      id, math.random(100, 9999), tags[1 + id % 20], tags[second])
     return wrk.format("PUT", "/products/" .. id, {["Content-Type"] = "application/json"}, body)
   end
 end

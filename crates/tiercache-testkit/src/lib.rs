@@ -76,7 +76,7 @@ mod redis;
 pub use local_bus::{LocalBus, LocalNetwork};
 pub use map_tier::{InjectedFailure, MapTier};
 #[cfg(feature = "postgres")]
-pub use postgres::{FORCE_PRIVATE_ENV, POSTGRES_HINT, Postgres};
+pub use postgres::{FORCE_PRIVATE_ENV, POSTGRES_HINT, Postgres, lets_in};
 pub use proxy::Proxy;
 #[cfg(feature = "redis")]
 pub use redis::{INSTALL_HINT, RedisCluster, RedisServer, redis_server_available};

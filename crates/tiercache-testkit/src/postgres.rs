@@ -1,5 +1,7 @@
 //! PostgreSQL for tests (feature `postgres`): the server at `DATABASE_URL`, else the one on
-//! 127.0.0.1:5432 when it answers, else a private server started here — `initdb` into a
+//! 127.0.0.1:5432 when it lets user `postgres` into database `test` without a password (a
+//! freshly installed Debian cluster asks for one, and has no `test`), else a private server
+//! started here — `initdb` into a
 //! scratch directory (as the `postgres` user when run as root, since PostgreSQL refuses to run
 //! as root), on a free loopback port, trust authentication. Never a silent skip: when no server
 //! answers and none can be started, the error says how to install one.
@@ -9,7 +11,7 @@
 //! database of its own and drop it.
 
 use std::{
-    io,
+    io::{self, Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -54,8 +56,7 @@ impl Postgres {
             if let Ok(url) = std::env::var("DATABASE_URL") {
                 return Ok(Self { url, private: None });
             }
-            let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5432);
-            if TcpStream::connect_timeout(&local.into(), Duration::from_secs(1)).is_ok() {
+            if lets_in(5432, "postgres", "test") {
                 return Ok(Self {
                     url: LOCAL_URL.to_owned(),
                     private: None,
@@ -82,6 +83,67 @@ impl Postgres {
     pub fn is_private(&self) -> bool {
         self.private.is_some()
     }
+}
+
+/// Whether the server on 127.0.0.1:`port` lets `user` into `database` without a password: the
+/// protocol's startup message, answered by "authentication ok" (then the session is ended).
+pub fn lets_in(port: u16, user: &str, database: &str) -> bool {
+    let address = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let Ok(mut stream) = TcpStream::connect_timeout(&address.into(), Duration::from_secs(1)) else {
+        return false;
+    };
+    let _timeouts = stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(2))));
+    let mut body = 196_608_u32.to_be_bytes().to_vec(); // protocol 3.0
+    for part in ["user", user, "database", database, ""] {
+        body.extend_from_slice(part.as_bytes());
+        body.push(0);
+    }
+    let Ok(len) = u32::try_from(body.len() + 4) else {
+        return false;
+    };
+    let mut startup = len.to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    if stream.write_all(&startup).is_err() {
+        return false;
+    }
+    let ok = session_starts(&mut stream);
+    // Terminate.
+    let _bye = stream.write_all(&[b'X', 0, 0, 0, 4]);
+    ok
+}
+
+/// Reads the server's answer to a startup message: yes once it says ReadyForQuery (`Z`) after
+/// AuthenticationOk; no on a password request (any other `R`), an error (`E`, such as "database
+/// does not exist"), or anything unexpected.
+fn session_starts(stream: &mut TcpStream) -> bool {
+    let mut authenticated = false;
+    // Parameter statuses and the backend key come between; a handful of messages at most.
+    for _ in 0..64 {
+        let mut head = [0_u8; 5];
+        if stream.read_exact(&mut head).is_err() {
+            return false;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        let Some(body_len) = usize::try_from(len).ok().and_then(|len| len.checked_sub(4)) else {
+            return false;
+        };
+        if body_len > 64 * 1024 {
+            return false;
+        }
+        let mut body = vec![0_u8; body_len];
+        if stream.read_exact(&mut body).is_err() {
+            return false;
+        }
+        match head[0] {
+            b'R' if body == [0, 0, 0, 0] => authenticated = true,
+            b'Z' => return authenticated,
+            b'R' | b'E' => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A PostgreSQL server this process started.
@@ -157,8 +219,31 @@ impl PrivateServer {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
-        let dir = std::env::temp_dir().join(format!("tiercache-pg-{}-{port}", std::process::id()));
+        // Under /tmp rather than TMPDIR: the `postgres` user must be able to enter it.
+        let dir = Path::new("/tmp").join(format!("tiercache-pg-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let data = dir.join("data");
+        let data_arg = data.to_string_lossy().into_owned();
+        let dir_arg = dir.to_string_lossy().into_owned();
+        // Stopped and removed once this process is gone (statics are never dropped), and if
+        // starting it fails half-way: a watcher, in a session of its own so that a Ctrl-C of the
+        // tests does not end it first, waits for our pid to disappear.
+        let pg_ctl = bin.join("pg_ctl").to_string_lossy().into_owned();
+        let stop = if is_root() {
+            format!("runuser -u postgres -- {pg_ctl} -D {data_arg} -m immediate stop")
+        } else {
+            format!("{pg_ctl} -D {data_arg} -m immediate stop")
+        };
+        let watcher = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir_arg}",
+            pid = std::process::id()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &watcher])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
         if is_root() {
             run(
                 {
@@ -169,9 +254,6 @@ impl PrivateServer {
                 "chown",
             )?;
         }
-        let data = dir.join("data");
-        let data_arg = data.to_string_lossy().into_owned();
-        let dir_arg = dir.to_string_lossy().into_owned();
         run(
             as_server_user(
                 &bin.join("initdb"),
@@ -198,24 +280,25 @@ impl PrivateServer {
             ),
             "pg_ctl start",
         )?;
-        // Stopped once this process is gone (statics are never dropped): a watcher waits for
-        // our pid to disappear, then stops the server and removes its files.
-        let pg_ctl = bin.join("pg_ctl").to_string_lossy().into_owned();
-        let stop = if is_root() {
-            format!("runuser -u postgres -- {pg_ctl} -D {data_arg} -m immediate stop")
-        } else {
-            format!("{pg_ctl} -D {data_arg} -m immediate stop")
-        };
-        let watcher = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir_arg}",
-            pid = std::process::id()
-        );
-        Command::new("sh")
-            .args(["-c", &watcher])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
         Ok(Self { port, dir })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_tells_a_usable_server_from_a_closed_port_and_a_missing_database() {
+        let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .unwrap_or(1);
+        assert!(!lets_in(closed, "postgres", "test"));
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5432);
+        if TcpStream::connect_timeout(&local.into(), Duration::from_secs(1)).is_ok() {
+            assert!(!lets_in(5432, "postgres", "no_such_database_here"));
+            assert!(!lets_in(5432, "no_such_role_here", "test"));
+        }
     }
 }

@@ -8,7 +8,7 @@ use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
@@ -61,12 +61,13 @@ impl AppState {
     }
 }
 
-/// The routes: `GET /products/{id}`, `PUT /products/{id}`, `GET /products?tag=…`, `/metrics`,
-/// `/healthz`.
+/// The routes: `GET /products/{id}`, `PUT /products/{id}`, `GET /products?tag=…`,
+/// `POST /products/reprice?tag=…&percent=…`, `/metrics`, `/healthz`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/products/{id}", get(get_product).put(put_product))
         .route("/products", get(list_products))
+        .route("/products/reprice", post(reprice))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(state)
@@ -108,7 +109,14 @@ impl IntoResponse for AppError {
             Self::Cache(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         tracing::debug!(%status, error = %self, "request failed");
-        (status, self.to_string()).into_response()
+        // The database's and the cache's own words stay in the log: they can name tables,
+        // hosts or keys a client has no business seeing.
+        let body = match &self {
+            Self::NotFound | Self::BadRequest(_) => self.to_string(),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => "database unavailable".to_owned(),
+            _ => "internal error".to_owned(),
+        };
+        (status, body).into_response()
     }
 }
 
@@ -131,7 +139,7 @@ async fn get_product(
                     CacheStrategy::Custom(PRODUCT_TTL),
                     move || async move {
                         let found = loading.db().product(id).await?;
-                        Ok::<_, DbError>((found.clone(), product_options(id, found.as_ref())))
+                        Ok::<_, DbError>((found.clone(), product_options(found.as_ref())))
                     },
                 )
                 .await?
@@ -140,15 +148,35 @@ async fn get_product(
     found.map(Json).ok_or(AppError::NotFound)
 }
 
-/// How a loaded product is stored (adaptive caching): its TTL by whether it is on sale, and the
-/// tag `product:{id}` that a write of it invalidates (together with every list holding it).
-fn product_options(id: i64, found: Option<&Product>) -> EntryOptions {
+/// How a loaded product is stored (adaptive caching): its TTL by whether it is on sale, and a
+/// cache tag `tag:{t}` per product tag, so that a bulk change of every product tagged `t`
+/// ([`reprice`]) drops them all without knowing their keys.
+fn product_options(found: Option<&Product>) -> EntryOptions {
     let ttl = match found {
         None => MISSING_TTL,
         Some(product) if product.tags.iter().any(|tag| tag == "sale") => SALE_TTL,
         Some(_) => PRODUCT_TTL,
     };
-    EntryOptions::new(CacheStrategy::Custom(ttl)).tags([format!("product:{id}")])
+    let tags = found
+        .map(|product| {
+            product
+                .tags
+                .iter()
+                .map(|tag| cache_tag(tag))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    EntryOptions::new(CacheStrategy::Custom(ttl)).tags(tags)
+}
+
+/// The cache tag of product tag `tag`.
+fn cache_tag(tag: &str) -> String {
+    format!("tag:{tag}")
+}
+
+/// The cache key of tag `tag`'s list.
+fn list_key(tag: &str) -> String {
+    format!("list:{tag}")
 }
 
 /// `GET /products?tag=…`.
@@ -183,15 +211,12 @@ async fn list_products(
             let tag = query.tag.clone();
             cache
                 .get_or_compute_with(
-                    &format!("list:{}", query.tag),
+                    &list_key(&query.tag),
                     CacheStrategy::Custom(LIST_TTL),
                     move || async move {
                         let products = loading.db().tagged(&tag).await?;
-                        // Tagged with every product it holds: a write of any of them drops it.
-                        let tags = products
-                            .iter()
-                            .map(|product| format!("product:{}", product.id));
-                        let options = EntryOptions::new(CacheStrategy::Custom(LIST_TTL)).tags(tags);
+                        let options = EntryOptions::new(CacheStrategy::Custom(LIST_TTL))
+                            .tags([cache_tag(&tag)]);
                         Ok::<_, DbError>((products, options))
                     },
                 )
@@ -201,12 +226,20 @@ async fn list_products(
     Ok(Json(products))
 }
 
-/// Cache-aside, as the README recommends: the database first, then the cache is told. The
-/// product's tag drops its entry and every list that holds it, on every instance and in Redis;
-/// the lists of tags it newly has are dropped by key. Invalidating (rather than `set`ting the
+/// Cache-aside, as the README recommends: the database first, then the cache is told, by key:
+/// the product, and the list of every tag it had or has now (a list holds the products' data,
+/// so each list the product is or was in changes). Invalidating (rather than `set`ting the
 /// written row) keeps concurrent writers right: whatever order their invalidations arrive in,
 /// the next read loads the row the database holds, and a load that overlapped the write is
-/// refused (leases, the invalidation stamp).
+/// refused (leases, the invalidation stamp). Keys, not a tag: a tag invalidation walks L1 and
+/// stops every load in flight on every instance, a price to pay for a bulk change
+/// ([`reprice`]), not for each write of one row.
+///
+/// The write is committed once the database took it, so a cache that fails to take the
+/// invalidation (Redis or the bus down) does not fail the request: the failure is logged and
+/// counted (`service_invalidation_failures_total`). This instance's L1 was emptied of the keys
+/// either way (the cache does that first); a failed publish is sent again before the bus's next
+/// message, and L1 ages out at `l1_max_age` (60 s with a bus) at worst.
 async fn put_product(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -224,18 +257,59 @@ async fn put_product(
         .await?
         .ok_or(AppError::NotFound)?;
     if let Some(cache) = state.cache() {
-        cache.invalidate_tag(&format!("product:{id}")).await?;
-        let new_lists: Vec<String> = written
-            .product
-            .tags
-            .iter()
-            .filter(|tag| !written.old_tags.contains(tag))
-            .map(|tag| format!("list:{tag}"))
-            .collect();
-        let keys: Vec<&str> = new_lists.iter().map(String::as_str).collect();
-        cache.invalidate_many(&keys).await?;
+        let mut keys = vec![format!("product:{id}")];
+        for tag in written.old_tags.iter().chain(&written.product.tags) {
+            let key = list_key(tag);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        invalidated(cache.invalidate_many(&keys).await, id);
     }
     Ok(Json(written.product))
+}
+
+fn invalidated(outcome: tiercache::Result<()>, about: impl std::fmt::Display) {
+    if let Err(failed) = outcome {
+        metrics::counter!("service_invalidation_failures_total").increment(1);
+        tracing::warn!(%about, error = %failed, "the write is committed, but the cache did not take its invalidation");
+    }
+}
+
+/// `POST /products/reprice?tag=…&percent=…`.
+#[derive(Debug, Deserialize)]
+pub struct RepriceQuery {
+    /// Every product with this tag is repriced.
+    pub tag: String,
+    /// By this many percent (-90..=1000).
+    pub percent: i64,
+}
+
+/// A bulk change: every product tagged `tag` gets a new price. Their keys are not known to the
+/// handler, so the cache tag `tag:{tag}` drops every product and the tag's list, in every tier
+/// and instance; the lists of the products' other tags hold their data too and are dropped by key.
+async fn reprice(
+    State(state): State<AppState>,
+    Query(query): Query<RepriceQuery>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    counted("reprice");
+    if !valid_tag(&query.tag) || !(-90..=1000).contains(&query.percent) {
+        return Err(AppError::BadRequest(
+            "tag must be 1-64 letters, digits, '-' or '_'; percent in -90..=1000",
+        ));
+    }
+    let touched = state.db().reprice(&query.tag, query.percent).await?;
+    if let Some(cache) = state.cache() {
+        invalidated(
+            cache.invalidate_tag(&cache_tag(&query.tag)).await,
+            &query.tag,
+        );
+        let lists: Vec<String> = touched.tags.iter().map(|tag| list_key(tag)).collect();
+        let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
+        invalidated(cache.invalidate_many(&lists).await, &query.tag);
+    }
+    Ok(Json(serde_json::json!({ "repriced": touched.products })))
 }
 
 async fn metrics(State(state): State<AppState>) -> String {
@@ -254,9 +328,10 @@ struct PartReport {
     detail: String,
 }
 
-/// `/healthz`: the database (one `SELECT 1`) and every part of the cache. 200 while everything
-/// answers, even degraded; 503 when a part is down (a Redis outage makes the instance slower,
-/// not wrong: a load balancer may still prefer an instance that has it).
+/// `/healthz`: the database (one `SELECT 1`) and every part of the cache, each `up`, `degraded`
+/// or `down`. 503 only when the database is down: with Redis or the bus down the instance still
+/// answers right (L1, then the database; fail-safe), only slower, so a load balancer must not
+/// take the whole fleet out during a Redis outage; the body's `status` says `degraded` then.
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut parts = Vec::new();
     let started = std::time::Instant::now();
@@ -277,14 +352,21 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json:
             });
         }
     }
-    let down = parts.iter().any(|part| part.status == "down");
-    let code = if down {
+    let database_down = parts.first().is_some_and(|part| part.status == "down");
+    let worst = if database_down {
+        "down"
+    } else if parts.iter().any(|part| part.status != "up") {
+        "degraded"
+    } else {
+        "up"
+    };
+    let code = if database_down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     let body = serde_json::json!({
-        "status": if down { "down" } else { "up" },
+        "status": worst,
         "cache": state.cache().is_some(),
         "parts": parts,
     });

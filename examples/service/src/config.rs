@@ -6,7 +6,8 @@
 pub struct Config {
     /// The port on 127.0.0.1 (`--port`, default 8080).
     pub port: u16,
-    /// Redis (`--redis`, else `REDIS_URL`, else `redis://127.0.0.1:6379`).
+    /// Redis (`--redis`, else `REDIS_URL`, else `redis://127.0.0.1:6379`). Prefer the
+    /// environment for URLs with a password: command lines are visible to every local user.
     pub redis_url: String,
     /// PostgreSQL (`--database`, else `DATABASE_URL`, else the local server's `test` database).
     pub database_url: String,
@@ -18,6 +19,11 @@ pub struct Config {
     pub cache: bool,
     /// Database connections (`--db-connections`, default 4).
     pub db_connections: usize,
+    /// Drop the schema and seed it again on start (`--reset`), for a run that starts from the
+    /// seeded data. Give it to one instance only.
+    pub reset: bool,
+    /// The cache's namespace in Redis (`--namespace`, default [`NAMESPACE`](crate::NAMESPACE)).
+    pub namespace: String,
 }
 
 /// The local PostgreSQL the machine runs (trust authentication).
@@ -40,11 +46,17 @@ impl Config {
             seed: 10_000,
             cache: true,
             db_connections: 4,
+            namespace: crate::NAMESPACE.to_owned(),
+            reset: false,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--no-cache" {
                 config.cache = false;
+                continue;
+            }
+            if flag == "--reset" {
+                config.reset = true;
                 continue;
             }
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -54,6 +66,7 @@ impl Config {
                 "--redis" => config.redis_url = value,
                 "--database" => config.database_url = value,
                 "--schema" => config.schema = value,
+                "--namespace" => config.namespace = value,
                 "--seed" => config.seed = value.parse().map_err(|_| number("a count"))?,
                 "--db-connections" => {
                     config.db_connections = value.parse().map_err(|_| number("a count"))?;

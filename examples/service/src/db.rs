@@ -3,7 +3,7 @@
 //! on each). Every query is counted, so a load run can report queries per request.
 
 use std::sync::{
-    Arc,
+    Arc, PoisonError, RwLock,
     atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
@@ -74,7 +74,9 @@ pub const TAGS: [&str; 20] = [
 /// The database side of the service.
 #[derive(Debug)]
 pub struct Db {
-    clients: Vec<Client>,
+    /// The connections; one that closed (a server restart) is opened again on its next use.
+    clients: Vec<RwLock<Arc<Client>>>,
+    url: String,
     next: AtomicUsize,
     schema: String,
     queries: Arc<AtomicU64>,
@@ -97,31 +99,35 @@ impl Db {
         }
         let mut clients = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::warn!(%err, "database connection ended");
-                }
-            });
-            clients.push(client);
+            clients.push(RwLock::new(Arc::new(open(url).await?)));
         }
         Ok(Self {
             clients,
+            url: url.to_owned(),
             next: AtomicUsize::new(0),
             schema: schema.to_owned(),
             queries: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    fn client(&self) -> &Client {
+    /// The next connection, round robin; opened again first when it has closed.
+    async fn client(&self) -> Result<Arc<Client>, DbError> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        &self.clients[turn]
+        let slot = &self.clients[turn];
+        let current = Arc::clone(&slot.read().unwrap_or_else(PoisonError::into_inner));
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        tracing::info!("database connection closed; connecting again");
+        let fresh = Arc::new(open(&self.url).await?);
+        *slot.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+        Ok(fresh)
     }
 
-    fn counted(&self) -> &Client {
+    async fn counted(&self) -> Result<Arc<Client>, DbError> {
         self.queries.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("service_db_queries_total").increment(1);
-        self.client()
+        self.client().await
     }
 
     /// Queries sent so far.
@@ -136,13 +142,13 @@ impl Db {
     ///
     /// [`DbError::Postgres`].
     pub async fn prepare(&self, count: i64) -> Result<(), DbError> {
-        let client = self.client();
+        let client = self.client().await?;
         // Instances starting together would race on the DDL (IF NOT EXISTS is not atomic in
         // PostgreSQL): one at a time, under a session lock.
         client
             .execute("SELECT pg_advisory_lock(7341001)", &[])
             .await?;
-        let prepared = self.create_and_seed(client, count).await;
+        let prepared = self.create_and_seed(&client, count).await;
         client
             .execute("SELECT pg_advisory_unlock(7341001)", &[])
             .await?;
@@ -193,6 +199,7 @@ impl Db {
     pub async fn drop_schema(&self) -> Result<(), DbError> {
         let schema = &self.schema;
         self.client()
+            .await?
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .await?;
         Ok(())
@@ -204,7 +211,7 @@ impl Db {
     ///
     /// [`DbError::Postgres`].
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.client().execute("SELECT 1", &[]).await?;
+        self.client().await?.execute("SELECT 1", &[]).await?;
         Ok(())
     }
 
@@ -217,6 +224,7 @@ impl Db {
         let schema = &self.schema;
         let row = self
             .counted()
+            .await?
             .query_opt(
                 &format!(
                     "SELECT id, name, price_cents, tags, version FROM {schema}.products WHERE id = $1"
@@ -236,6 +244,7 @@ impl Db {
         let schema = &self.schema;
         let rows = self
             .counted()
+            .await?
             .query(
                 &format!(
                     "SELECT id, name, price_cents, tags, version FROM {schema}.products
@@ -260,6 +269,7 @@ impl Db {
         let schema = &self.schema;
         let row = self
             .counted()
+            .await?
             .query_opt(
                 &format!(
                     "WITH old AS (SELECT id, tags FROM {schema}.products WHERE id = $1 FOR UPDATE)
@@ -278,6 +288,60 @@ impl Db {
             })
         })
         .transpose()
+    }
+}
+
+/// One connection, its driver task spawned.
+async fn open(url: &str) -> Result<Client, DbError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(%err, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// What a bulk change touched.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Touched {
+    /// How many products changed.
+    pub products: u64,
+    /// Every tag those products have.
+    pub tags: Vec<String>,
+}
+
+impl Db {
+    /// Changes the price of every product tagged `tag` by `percent` (bumping their versions).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Postgres`].
+    pub async fn reprice(&self, tag: &str, percent: i64) -> Result<Touched, DbError> {
+        let schema = &self.schema;
+        let row = self
+            .counted()
+            .await?
+            .query_one(
+                &format!(
+                    "WITH changed AS (
+                         UPDATE {schema}.products
+                         SET price_cents = GREATEST(1, price_cents * (100 + $2::bigint) / 100),
+                             version = version + 1
+                         WHERE tags @> ARRAY[$1::text]
+                         RETURNING tags)
+                     SELECT (SELECT count(*) FROM changed),
+                            COALESCE((SELECT array_agg(DISTINCT t)
+                                      FROM changed, unnest(changed.tags) AS t), '{{}}')"
+                ),
+                &[&tag, &percent],
+            )
+            .await?;
+        let count: i64 = row.try_get(0)?;
+        Ok(Touched {
+            products: u64::try_from(count).unwrap_or(0),
+            tags: row.try_get(1)?,
+        })
     }
 }
 

@@ -12,7 +12,7 @@
 //! let config = Config::from_args(["--port", "8080"].map(String::from))?;
 //! let db = Db::connect(&config.database_url, &config.schema, config.db_connections).await?;
 //! db.prepare(config.seed).await?;
-//! let cache = tiercache_service::cache(&config.redis_url).await?;
+//! let cache = tiercache_service::cache(&config.redis_url, &config.namespace).await?;
 //! let state = AppState::new(db, Some(cache), tiercache_service::prometheus()?);
 //! let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
 //! axum::serve(listener, router(state)).await?;
@@ -26,17 +26,17 @@ mod db;
 use std::{sync::Mutex, time::Duration};
 
 pub use app::{
-    AppError, AppState, LIST_TTL, ListQuery, MISSING_TTL, PRODUCT_TTL, ProductCache, SALE_TTL,
-    router,
+    AppError, AppState, LIST_TTL, ListQuery, MISSING_TTL, PRODUCT_TTL, ProductCache, RepriceQuery,
+    SALE_TTL, router,
 };
 pub use config::{Config, DEFAULT_DATABASE_URL};
-pub use db::{Db, DbError, Product, ProductUpdate, TAGS, Written};
+pub use db::{Db, DbError, Product, ProductUpdate, TAGS, Touched, Written};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use tiercache::{
     Cache, FailSafe, MemoryTier, PostcardCodec, RedisBus, RedisBusOptions, RedisOptions, RedisTier,
 };
 
-/// The namespace of the service's keys in Redis.
+/// The default namespace of the service's keys in Redis.
 pub const NAMESPACE: &str = "products";
 
 /// The cache of one instance: 100k products in L1, Redis below, the Pub/Sub bus, fail-safe for
@@ -45,7 +45,7 @@ pub const NAMESPACE: &str = "products";
 /// # Errors
 ///
 /// When Redis cannot be reached or the URL is bad.
-pub async fn cache(redis_url: &str) -> tiercache::Result<ProductCache> {
+pub async fn cache(redis_url: &str, namespace: &str) -> tiercache::Result<ProductCache> {
     let options = || {
         RedisOptions::from_url(redis_url)
             .map(|options| options.command_timeout(Duration::from_millis(500)))
@@ -53,7 +53,7 @@ pub async fn cache(redis_url: &str) -> tiercache::Result<ProductCache> {
     let redis = RedisTier::connect_with(options()?).await?;
     let bus = RedisBus::connect_with(RedisBusOptions::new(options()?)).await?;
     Cache::builder()
-        .namespace(NAMESPACE)
+        .namespace(namespace)
         .memory(MemoryTier::new(100_000))
         .tier(redis)
         .bus(bus)

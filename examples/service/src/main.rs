@@ -20,12 +20,32 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C or SIGTERM (what `cargo xtask service` and process managers send).
+async fn shutdown() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // NOTE: without the handler only Ctrl-C (or a kill) stops the server.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_args(std::env::args().skip(1))?;
     let db = Db::connect(&config.database_url, &config.schema, config.db_connections).await?;
+    if config.reset {
+        db.drop_schema().await?;
+    }
     db.prepare(config.seed).await?;
     let cache = if config.cache {
-        Some(tiercache_service::cache(&config.redis_url).await?)
+        Some(tiercache_service::cache(&config.redis_url, &config.namespace).await?)
     } else {
         None
     };
@@ -37,10 +57,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         if config.cache { "on" } else { "off" }
     );
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            // NOTE: if the signal cannot be listened for, the server runs until it is killed.
-            let _signal = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown())
         .await?;
     Ok(())
 }

@@ -13,14 +13,49 @@ use tiercache_service::{AppState, Db, Product, router};
 use tiercache_testkit::{Postgres, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A schema of this test's own.
-fn schema() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "svc_test_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+/// A schema of this test's own, dropped when the test ends, passed or failed.
+struct Schema(String);
+
+impl Schema {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(format!(
+            "svc_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+}
+
+impl std::ops::Deref for Schema {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime (or while a failed test unwinds): the schema is
+        // dropped from a thread of its own, with a runtime of its own.
+        let name = self.0.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let url = Postgres::shared().unwrap().url();
+                let db = Db::connect(url, &name, 1).await.unwrap();
+                db.drop_schema().await.unwrap();
+            });
+        })
+        .join();
+        assert!(
+            dropped.is_ok() || std::thread::panicking(),
+            "dropping the schema failed"
+        );
+    }
 }
 
 struct Instance {
@@ -39,7 +74,11 @@ async fn instance(schema: &str, redis: Option<&RedisServer>) -> Instance {
     let db = Db::connect(postgres.url(), schema, 2).await.unwrap();
     db.prepare(50).await.unwrap();
     let cache = match redis {
-        Some(server) => Some(tiercache_service::cache(&server.url()).await.unwrap()),
+        Some(server) => Some(
+            tiercache_service::cache(&server.url(), tiercache_service::NAMESPACE)
+                .await
+                .unwrap(),
+        ),
         None => None,
     };
     let state = AppState::new(db, cache, tiercache_service::prometheus().unwrap());
@@ -82,17 +121,10 @@ async fn listed(addr: SocketAddr, tag: &str) -> Vec<i64> {
     products.iter().map(|product| product.id).collect()
 }
 
-async fn drop_schema(schema: &str) {
-    let db = Db::connect(Postgres::shared().unwrap().url(), schema, 1)
-        .await
-        .unwrap();
-    db.drop_schema().await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_cached_and_a_write_on_one_instance_is_read_on_the_other() {
     let redis = RedisServer::start().unwrap();
-    let schema = schema();
+    let schema = Schema::new();
     let (a, b) = (
         instance(&schema, Some(&redis)).await,
         instance(&schema, Some(&redis)).await,
@@ -136,13 +168,12 @@ async fn reads_are_cached_and_a_write_on_one_instance_is_read_on_the_other() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(product(a.addr, 7).await, written);
-    drop_schema(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_product_is_a_404_cached_briefly_and_bad_input_a_400() {
     let redis = RedisServer::start().unwrap();
-    let schema = schema();
+    let schema = Schema::new();
     let a = instance(&schema, Some(&redis)).await;
     let (status, _) = http(a.addr, "GET", "/products/9999", None).await;
     assert_eq!(status, 404);
@@ -157,13 +188,12 @@ async fn a_missing_product_is_a_404_cached_briefly_and_bad_input_a_400() {
     let update = serde_json::json!({"name": "x", "price_cents": 1, "tags": ["ok"]});
     let (status, _) = http(a.addr, "PUT", "/products/9999", Some(&update)).await;
     assert_eq!(status, 404);
-    drop_schema(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_metrics_report_every_part_and_redis_down_is_survived() {
     let mut redis = RedisServer::start().unwrap();
-    let schema = schema();
+    let schema = Schema::new();
     let a = instance(&schema, Some(&redis)).await;
     let (status, body) = http(a.addr, "GET", "/healthz", None).await;
     assert_eq!(status, 200, "{body}");
@@ -190,23 +220,40 @@ async fn healthz_and_metrics_report_every_part_and_redis_down_is_survived() {
     // Redis is gone: reads still answer (L1, then the database), health says which part is down.
     assert_eq!(product(a.addr, 3).await.id, 3);
     assert_eq!(product(a.addr, 4).await.id, 4);
+    // Degraded, not down: a load balancer keeps the instance (and the fleet) in.
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let (status, body) = http(a.addr, "GET", "/healthz", None).await;
         let health: Value = serde_json::from_str(&body).unwrap();
-        if status == 503 && health["parts"][2]["status"] == "down" {
+        if health["parts"][2]["status"] == "down" {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(health["status"], "degraded", "{body}");
             assert_eq!(health["parts"][0]["status"], "up", "{body}");
             break;
         }
         assert!(Instant::now() < until, "{status} {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop_schema(&schema).await;
+    // A write with Redis gone is committed and reported as such; the failure is counted.
+    let update =
+        serde_json::json!({"name": "while redis is down", "price_cents": 1, "tags": ["eco"]});
+    let (status, body) = http(a.addr, "PUT", "/products/3", Some(&update)).await;
+    assert_eq!(status, 200, "{body}");
+    let reread = product(a.addr, 3).await;
+    assert_eq!(
+        reread.name, "while redis is down",
+        "this instance's L1 dropped the key"
+    );
+    let (_, metrics) = http(a.addr, "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("service_invalidation_failures_total"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_cache_off_every_read_is_a_query() {
-    let schema = schema();
+    let schema = Schema::new();
     let a = instance(&schema, None).await;
     for _ in 0..3 {
         product(a.addr, 5).await;
@@ -214,5 +261,62 @@ async fn with_the_cache_off_every_read_is_a_query() {
     assert_eq!(a.state.db().queries(), 3);
     let (status, body) = http(a.addr, "GET", "/healthz", None).await;
     assert_eq!(status, 200, "{body}");
-    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_reprice_by_tag_reaches_every_product_and_list_on_the_other_instance() {
+    let redis = RedisServer::start().unwrap();
+    let schema = Schema::new();
+    let (a, b) = (
+        instance(&schema, Some(&redis)).await,
+        instance(&schema, Some(&redis)).await,
+    );
+    // Product 7 has the tags "eco" and "garden"; product 27 too (27 % 20 = 7, 27 % 7 = 6: "eco",
+    // "new").
+    let before = product(b.addr, 7).await;
+    let before_27 = product(b.addr, 27).await;
+    let garden_before = listed(b.addr, "garden").await;
+    assert!(garden_before.contains(&7) && listed(b.addr, "eco").await.contains(&27));
+    let queries = b.state.db().queries();
+    product(b.addr, 7).await;
+    listed(b.addr, "garden").await;
+    assert_eq!(b.state.db().queries(), queries, "all of it cached on B");
+
+    let (status, body) = http(a.addr, "POST", "/products/reprice?tag=eco&percent=10", None).await;
+    assert_eq!(status, 200, "{body}");
+    let repriced: Value = serde_json::from_str(&body).unwrap();
+    assert!(repriced["repriced"].as_u64().unwrap() >= 2, "{body}");
+
+    let price_in = |products: &[Product], id: i64| {
+        products
+            .iter()
+            .find(|product| product.id == id)
+            .map(|product| product.price_cents)
+    };
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (seven, twenty_seven) = (product(b.addr, 7).await, product(b.addr, 27).await);
+        let (_, body) = http(b.addr, "GET", "/products?tag=garden", None).await;
+        let garden: Vec<Product> = serde_json::from_str(&body).unwrap();
+        let fresh = seven.version == before.version + 1
+            && seven.price_cents == before.price_cents * 110 / 100
+            && twenty_seven.version == before_27.version + 1
+            && price_in(&garden, 7) == Some(seven.price_cents);
+        if fresh {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "B still reads {seven:?}, {twenty_seven:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _) = http(
+        a.addr,
+        "POST",
+        "/products/reprice?tag=eco&percent=5000",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
 }

@@ -53,7 +53,7 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Stores every `(key, value)` in every tier, with one batch write per tier below L1 (on
-    /// Redis, grouped by hash slot), then publishes one message naming every key (values never
+    /// Redis, grouped by hash slot), then publishes the keys, up to 4,096 a message (values never
     /// travel with it, whatever [`BusOptions::updates_up_to`](crate::BusOptions::updates_up_to)
     /// says).
     ///

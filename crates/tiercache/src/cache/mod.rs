@@ -296,7 +296,7 @@ impl<C: Codec> Cache<C> {
 
     /// Removes each of `keys` from every tier, and with a bus from every other instance's L1, as
     /// [`invalidate`](Self::invalidate) does for one key: the tiers are written concurrently and
-    /// one bus message carries every key.
+    /// one bus message carries up to 4,096 keys (a longer list goes in several).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tiercache::Result<()> {
