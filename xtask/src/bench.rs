@@ -353,6 +353,60 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.05),
     },
     Scenario {
+        name: "instructions: typed L1 hit (get), 2k keys",
+        bench: "instructions",
+        source: Source::Json {
+            file: "icount_l1_get",
+        },
+        unit: Unit::Count,
+        target: Target::AtMost(1.15),
+    },
+    Scenario {
+        name: "instructions: typed L1 hit, shared Arc (get_arc)",
+        bench: "instructions",
+        source: Source::Json {
+            file: "icount_l1_get_arc",
+        },
+        unit: Unit::Count,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "instructions: get_or_compute on an L1 hit",
+        bench: "instructions",
+        source: Source::Json {
+            file: "icount_get_or_compute_hit",
+        },
+        unit: Unit::Count,
+        target: Target::AtMost(1.15),
+    },
+    Scenario {
+        name: "instructions: read from an in-process tier, decoded (L2 CPU part)",
+        bench: "instructions",
+        source: Source::Json {
+            file: "icount_l2_cpu",
+        },
+        unit: Unit::Count,
+        target: Target::AtMost(1.3),
+    },
+    Scenario {
+        name: "instructions: decode JSON (1 KiB struct)",
+        bench: "instructions",
+        source: Source::Json {
+            file: "icount_decode_json",
+        },
+        unit: Unit::Count,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
+        name: "instructions: decode postcard (1 KiB struct)",
+        bench: "instructions",
+        source: Source::Json {
+            file: "icount_decode_postcard",
+        },
+        unit: Unit::Count,
+        target: Target::AtMost(1.1),
+    },
+    Scenario {
         name: "L1 memory per entry (100k entries) vs raw moka",
         bench: "memory",
         source: Source::Json {
