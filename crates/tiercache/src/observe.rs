@@ -25,6 +25,22 @@ macro_rules! call_span {
 }
 pub(crate) use call_span;
 
+/// [`traced`] without moving the call's future through another future: when the span is
+/// disabled (no subscriber listens at DEBUG), `$call` is built and awaited right where the macro
+/// stands. For the hit paths, whose futures are large enough that each move is a visible memcpy
+/// (about 250 instructions of a 2,500-instruction `get_arc` hit, counted by callgrind).
+macro_rules! traced_inline {
+    ($span:expr, $call:expr, $hit:expr) => {{
+        let span = $span;
+        if span.is_disabled() {
+            $call.await
+        } else {
+            $crate::observe::traced(span, $call, $hit).await
+        }
+    }};
+}
+pub(crate) use traced_inline;
+
 /// Runs `call` inside `span` when the span is enabled, recording its duration and, where
 /// `hit` says, whether it was a hit; runs it as is otherwise.
 pub(crate) async fn traced<R, F>(span: Span, call: F, hit: fn(&R) -> Option<bool>) -> R

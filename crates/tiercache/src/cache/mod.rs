@@ -89,10 +89,10 @@ impl<C: Codec> Cache<C> {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let span = call_span!("get", key);
         // Unique when the value did not go into L1 (no L1, or promotion off): then no clone.
-        let read = async { Ok(self.read::<T>(key).await?.map(Arc::unwrap_or_clone)) };
-        observe::traced(span, read, observe::found).await
+        let found =
+            observe::traced_inline!(call_span!("get", key), self.read::<T>(key), observe::found)?;
+        Ok(found.map(Arc::unwrap_or_clone))
     }
 
     /// The value under `key` as the shared `Arc<T>` L1 holds: no clone of `T` on an L1 hit.
@@ -104,8 +104,7 @@ impl<C: Codec> Cache<C> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let span = call_span!("get", key);
-        observe::traced(span, self.read::<T>(key), observe::found).await
+        observe::traced_inline!(call_span!("get", key), self.read::<T>(key), observe::found)
     }
 
     async fn read<T>(&self, key: &str) -> Result<Option<Arc<T>>>
@@ -222,9 +221,11 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let span = call_span!("get_or_compute", key);
-        let call = self.compute_arc(key, options.into(), loader);
-        observe::traced(span, call, observe::no_hit).await
+        observe::traced_inline!(
+            call_span!("get_or_compute", key),
+            self.compute_arc(key, options.into(), loader),
+            observe::no_hit
+        )
     }
 
     async fn compute_arc<T, F, Fut, E>(
