@@ -8,7 +8,8 @@
 //! - `ci`: `lint`, `package`, then `test`.
 //! - `bench [--quick] [--filter NAME]`: every bench, then one table of ratios against the raw
 //!   dependencies, also written to `target/tiercache-bench/report.md`, with a bar chart of the
-//!   ratios in `target/tiercache-bench/ratios.svg`.
+//!   ratios in `target/tiercache-bench/ratios.svg`. The CPU-bound rows are also counted in
+//!   instructions by callgrind (`--filter instructions`), which repeat to within 1 %.
 //! - `coherence [--seconds N]`: the fleet coherence checker's long runs, one per transport, and
 //!   their table in `target/tiercache-coherence/report.md`.
 //! - `fuzz [--seconds N] [--target NAME]`: each fuzz target in `fuzz/` for N seconds (600 by
