@@ -682,6 +682,26 @@ mod tests {
         }
 
         #[test]
+        fn deeply_nested_msgpack_from_a_tier_is_a_miss_not_a_stack_overflow() {
+            // Found by the value_header fuzz target: rmp-serde allows 1,024 levels by default,
+            // which overflows a 2 MiB thread stack when decoded into a recursive type.
+            let mut bytes = vec![MAGIC, MsgpackCodec::ID, KIND_VALUE, 0, 0, 0];
+            bytes.extend_from_slice(&[0; 12]);
+            bytes.extend(std::iter::repeat_n(0x91_u8, 1000)); // [[[[…
+            bytes.push(0xC0); // nil
+            let env = Envelope::new(JsonCodec, 0);
+            assert!(matches!(
+                env.decode::<serde_json::Value>(&bytes),
+                Err(DecodeError::Payload(_))
+            ));
+            // As deep as JSON reads is still fine.
+            let mut shallow = bytes[..HEADER_V2_LEN].to_vec();
+            shallow.extend(std::iter::repeat_n(0x91_u8, 100));
+            shallow.push(0xC0);
+            assert!(env.decode::<serde_json::Value>(&shallow).is_ok());
+        }
+
+        #[test]
         fn garbage_in_a_binary_codec_is_a_miss_never_a_panic() {
             let mut seed = 0x2545_F491_4F6C_DD1Du64;
             for len in 0..3000usize {

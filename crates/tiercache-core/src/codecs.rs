@@ -19,7 +19,9 @@ use crate::{Codec, CodecError, JsonCodec};
 ///
 /// Types that need a self-describing format do not work with it: `#[serde(flatten)]`,
 /// untagged enums, `serde_json::Value`, `skip_serializing_if`. Field order is the format: bump
-/// the [schema version](crate::Envelope::new) whenever a cached type changes shape.
+/// the [schema version](crate::Envelope::new) whenever a cached type changes shape. postcard has
+/// no nesting limit of its own: a recursive cached type (a tree of `Box`es) read from a tier
+/// others can write is as deep as those bytes say.
 #[cfg(feature = "postcard")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PostcardCodec;
@@ -65,9 +67,18 @@ impl Codec for MsgpackCodec {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        Ok(rmp_serde::from_slice(bytes)?)
+        let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
+        // The bytes come from a tier anyone with access to it can write: rmp-serde's default of
+        // 1,024 nesting levels overflows a 2 MiB thread stack when decoded into a recursive type
+        // (found by fuzzing). As deep as serde_json reads.
+        decoder.set_max_depth(MAX_NESTING);
+        Ok(T::deserialize(&mut decoder)?)
     }
 }
+
+/// The deepest nesting a binary codec decodes (serde_json's own limit).
+#[cfg(feature = "msgpack")]
+const MAX_NESTING: usize = 128;
 
 /// Whether this build can decode values written by the shipped codec `codec_id`.
 pub(crate) fn is_known(codec_id: u8) -> bool {
