@@ -6,11 +6,14 @@
 use std::{future::Future, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
-use tiercache_core::{Codec, EntryOptions, Error, Result};
+use tiercache_core::{Codec, EntryOptions, Result};
+// Named by the docs' error links.
+#[cfg(doc)]
+use tiercache_core::Error;
 
 use crate::{
     Cache,
-    engine::{Adaptive, Negatives},
+    engine::Adaptive,
     observe::{self, call_span},
 };
 
@@ -79,8 +82,10 @@ impl<C: Codec> Cache<C> {
             chosen.store_with(options);
             Ok::<_, LoaderError>(Some(value))
         };
-        let call = self.compute_adaptive(key, options.into(), adaptive, loader);
-        observe::traced(call_span!("get_or_compute", key), call, observe::no_hit).await
+        let call = self.compute_value(key, options.into(), Some(adaptive), loader);
+        let value =
+            observe::traced(call_span!("get_or_compute", key), call, observe::no_hit).await?;
+        Ok(Arc::unwrap_or_clone(value))
     }
 
     /// get-or-compute with a conditional refresh: the loader is handed the copy the cache still
@@ -166,30 +171,9 @@ impl<C: Codec> Cache<C> {
                 },
             }
         };
-        let call = self.compute_adaptive(key, options, adaptive, loader);
-        observe::traced(call_span!("get_or_compute", key), call, observe::no_hit).await
-    }
-
-    async fn compute_adaptive<T, F, Fut>(
-        &self,
-        key: &str,
-        options: EntryOptions,
-        adaptive: Arc<Adaptive<T>>,
-        loader: F,
-    ) -> Result<T>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, LoaderError>> + Send + 'static,
-    {
-        let loaded = self
-            .engine()
-            .compute(key, options, Negatives::LoadOver, Some(adaptive), loader)
-            .await?;
-        // NOTE: as in `compute_arc`, `LoadOver` with a loader that yields `Some` has no path to
-        // `None`; the error keeps a future change from turning into a panic.
-        loaded
-            .map(Arc::unwrap_or_clone)
-            .ok_or_else(|| Error::loader(key, "the load produced no value"))
+        let call = self.compute_value(key, options, Some(adaptive), loader);
+        let value =
+            observe::traced(call_span!("get_or_compute", key), call, observe::no_hit).await?;
+        Ok(Arc::unwrap_or_clone(value))
     }
 }

@@ -241,9 +241,27 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let loader = || async move { loader().await.map(Some) };
+        self.compute_value(key, options, None, loader).await
+    }
+
+    /// get-or-compute of a value that is always there (the loader yields `Some`), with or
+    /// without an exchange with the loader (`adaptive.rs`).
+    pub(super) async fn compute_value<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: EntryOptions,
+        adaptive: Option<Arc<crate::engine::Adaptive<T>>>,
+        loader: F,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let loaded = self
             .engine
-            .compute(key, options, Negatives::LoadOver, None, loader)
+            .compute(key, options, Negatives::LoadOver, adaptive, loader)
             .await?;
         // NOTE: with `LoadOver` and a loader that always yields `Some`, `compute` has no path
         // that returns `None`; the error is here so that a future change cannot turn into a panic.

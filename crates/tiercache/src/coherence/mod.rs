@@ -247,32 +247,40 @@ impl Coherence {
         settled: Settled,
         invalidation: impl FnOnce() -> Invalidation,
     ) -> Result<()> {
-        let written = settled.into_result();
-        let Some(link) = &self.link else {
-            return written;
-        };
-        link.send_pending().await;
-        let published = link.send(invalidation()).await;
-        written.and(published)
+        self.publish_all(settled, || vec![invalidation()]).await
     }
 
     /// Like [`publish`](Self::publish), for a write of many keys: one message per batch of keys
-    /// that fits a bus message ([`key_batches`]), sent in order; the first failure is returned
-    /// after all were tried (each failed one is kept to send again).
+    /// that fits a bus message ([`key_batches`]).
     ///
     /// # Errors
     ///
     /// As [`publish`](Self::publish).
     pub(crate) async fn publish_keys(&self, settled: Settled, keys: &[&str]) -> Result<()> {
+        let batches = || {
+            key_batches(keys)
+                .into_iter()
+                .map(Invalidation::Keys)
+                .collect()
+        };
+        self.publish_all(settled, batches).await
+    }
+
+    /// The messages `invalidations` builds (only when there is a bus), sent in order; the first
+    /// failure is returned after all were tried (each failed one is kept to send again).
+    async fn publish_all(
+        &self,
+        settled: Settled,
+        invalidations: impl FnOnce() -> Vec<Invalidation>,
+    ) -> Result<()> {
         let written = settled.into_result();
         let Some(link) = &self.link else {
             return written;
         };
         link.send_pending().await;
         let mut published = Ok(());
-        for batch in key_batches(keys) {
-            let sent = link.send(Invalidation::Keys(batch)).await;
-            published = published.and(sent);
+        for invalidation in invalidations() {
+            published = published.and(link.send(invalidation).await);
         }
         written.and(published)
     }

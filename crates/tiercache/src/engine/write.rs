@@ -19,6 +19,7 @@ use tiercache_core::{
 use super::Engine;
 use crate::{
     common::Scope,
+    front::Settled,
     policy::WriteSpec,
     stack::{Reach, Written},
 };
@@ -192,23 +193,16 @@ impl<C: Codec> Engine<C> {
             return Ok(());
         }
         let scopes: Vec<Scope<'_>> = keys.iter().map(|key| Scope::Key(key)).collect();
-        for scope in &scopes {
-            self.front.invalidate(*scope).await;
-        }
-        let written = self.invalidate_stack(&scopes, Reach::Every).await;
-        let written = if self.stack.has_in_process_levels() {
-            // As in `invalidate_everywhere`.
-            self.front.bump(&scopes).await;
-            written.and(self.invalidate_stack(&scopes, Reach::InProcess).await)
-        } else {
-            written
-        };
-        let settled = self.front.settle(written, &scopes).await;
+        let settled = self.invalidate_settled(&scopes).await;
         self.coherence.publish_keys(settled, keys).await
     }
 
-    /// Every scope removed from the stack, concurrently; the first failure, in key order.
+    /// Every scope removed from the stack, concurrently (one scope: no join); the first failure,
+    /// in scope order.
     async fn invalidate_stack(&self, scopes: &[Scope<'_>], reach: Reach) -> Written {
+        if let [scope] = scopes {
+            return self.stack.invalidate(*scope, reach).await;
+        }
         let each = scopes
             .iter()
             .map(|scope| self.stack.invalidate(*scope, reach));
@@ -267,18 +261,26 @@ impl<C: Codec> Engine<C> {
         scope: Scope<'_>,
         message: impl FnOnce() -> Invalidation,
     ) -> Result<()> {
-        self.front.invalidate(scope).await;
-        let written = self.stack.invalidate(scope, Reach::Every).await;
+        let settled = self.invalidate_settled(&[scope]).await;
+        self.coherence.publish(settled, message).await
+    }
+
+    /// The one sequence of every invalidation, before it is published: L1, the stack, then
+    /// (with in-process levels) the clock and those levels again, then L1 once more.
+    async fn invalidate_settled(&self, scopes: &[Scope<'_>]) -> Settled {
+        for scope in scopes {
+            self.front.invalidate(*scope).await;
+        }
+        let written = self.invalidate_stack(scopes, Reach::Every).await;
         let written = if self.stack.has_in_process_levels() {
             // A read that stamped after the first invalidation may have copied an older value
             // into an in-process tier from a tier below it before the write landed there.
-            self.front.bump(&[scope]).await;
-            written.and(self.stack.invalidate(scope, Reach::InProcess).await)
+            self.front.bump(scopes).await;
+            written.and(self.invalidate_stack(scopes, Reach::InProcess).await)
         } else {
             written
         };
-        let settled = self.front.settle(written, &[scope]).await;
-        self.coherence.publish(settled, message).await
+        self.front.settle(written, scopes).await
     }
 
     /// After a `set` wrote the stack, the in-process tiers once more: a read of this instance
