@@ -157,6 +157,15 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::ThroughputAtLeast(0.9),
     },
     Scenario {
+        name: "L2 hits, 256 concurrent tasks (per read)",
+        bench: "l2",
+        source: Source::Criterion {
+            group: "l2_throughput_256",
+        },
+        unit: Unit::Nanos,
+        target: Target::ThroughputAtLeast(0.9),
+    },
+    Scenario {
         name: "cold miss + 1 ms loader (L1 + Redis) vs loader alone",
         bench: "cold_miss",
         source: Source::Criterion { group: "cold_miss" },

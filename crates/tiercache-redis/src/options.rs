@@ -166,8 +166,20 @@ impl RedisOptions {
     /// [`Error::Backend`] or [`Error::Timeout`] (named after [`name`](Self::name)) when the
     /// server cannot be reached within the connect timeout.
     pub async fn connect_pool(&self) -> Result<Pool> {
-        let pool = self
-            .fred_builder()
+        self.connect_pool_with(|_| {}).await
+    }
+
+    /// A connected pool, built from [`fred_builder`](Self::fred_builder) after `adjust` changed
+    /// what a caller needs, and connected within the connect timeout. Errors name
+    /// [`name`](Self::name).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_pool`](Self::connect_pool).
+    pub async fn connect_pool_with(&self, adjust: impl FnOnce(&mut Builder)) -> Result<Pool> {
+        let mut builder = self.fred_builder();
+        adjust(&mut builder);
+        let pool = builder
             .build_pool(self.pool_size)
             .map_err(|err| from_fred(&self.name, None, err))?;
         self.wait_connected(pool.init()).await?;

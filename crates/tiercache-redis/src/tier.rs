@@ -103,7 +103,16 @@ impl RedisTier {
     pub async fn connect_with(options: RedisOptions) -> Result<Self> {
         let clustered = options.is_clustered();
         let command_timeout = options.command_timeout;
-        let pool = options.connect_pool().await?;
+        // The tier bounds each call itself (see `bounded`): on a raw fred pool, fred's own
+        // per-command timeout cut 64-task read throughput to 0.56x (133k against 237k reads/s,
+        // 9 alternating rounds), the same tokio timer around each call to 0.92x.
+        let pool = options
+            .connect_pool_with(|builder| {
+                builder.with_performance_config(|perf| {
+                    perf.default_command_timeout = Duration::ZERO;
+                });
+            })
+            .await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -123,7 +132,9 @@ impl RedisTier {
     }
 
     /// The fred pool underneath, for commands tiercache does not issue. fred types are exposed
-    /// on purpose here: this is the Redis crate.
+    /// on purpose here: this is the Redis crate. The pool sets no per-command timeout (the tier
+    /// bounds each of its own calls, which is cheaper than fred doing it for every command):
+    /// bound yours, e.g. with `tokio::time::timeout`.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
@@ -136,16 +147,18 @@ impl RedisTier {
         full
     }
 
-    /// Runs one call, mapping fred's errors. fred bounds every command by the command timeout
-    /// (its `default_command_timeout`, set at connect), queued-while-reconnecting time included,
-    /// so no second timer is needed on this path.
+    /// Runs one call within the command timeout, mapping fred's errors. The timer covers the
+    /// whole call, time queued while fred reconnects included, so a stopped, frozen or
+    /// unreachable server costs each call at most the timeout.
     async fn bounded<T>(
         &self,
         key: Option<&str>,
         call: impl Future<Output = fred::prelude::FredResult<T>>,
     ) -> Result<T> {
-        call.await
-            .map_err(|err| from_fred(&self.inner.name, key, err))
+        match tokio::time::timeout(self.inner.command_timeout, call).await {
+            Ok(reply) => reply.map_err(|err| from_fred(&self.inner.name, key, err)),
+            Err(_elapsed) => Err(timed_out(&self.inner.name, key)),
+        }
     }
 
     /// Full keys grouped so that each group can go to one node: by hash slot on a cluster, all
@@ -242,10 +255,12 @@ impl Tier for RedisTier {
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         // A `String` becomes a fred `Key` without a copy, and the key is cloned cheaply after.
         let full = Key::from(self.full_key(key));
-        let stored = match self.inner.pool.get::<Option<Bytes>, _>(full.clone()).await {
-            Ok(stored) => stored,
-            Err(err) if is_wrong_type(&err) => None,
-            Err(err) => return Err(from_fred(&self.inner.name, Some(key), err)),
+        let call = self.inner.pool.get::<Option<Bytes>, _>(full.clone());
+        let stored = match tokio::time::timeout(self.inner.command_timeout, call).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(err)) if is_wrong_type(&err) => None,
+            Ok(Err(err)) => return Err(from_fred(&self.inner.name, Some(key), err)),
+            Err(_elapsed) => return Err(timed_out(&self.inner.name, Some(key))),
         };
         match stored {
             None => Ok(None),

@@ -79,6 +79,47 @@ async fn a_frozen_server_costs_one_timeout_per_call() {
     server.resume().unwrap();
 }
 
+/// The bound holds for every call in flight at once, not only for one: the tier times each
+/// call itself (fred's pool has no per-command timeout), so 256 reads and writes queued on four
+/// frozen connections all answer `Timeout` within the command timeout plus scheduling slack,
+/// and the tier serves again once the server resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_in_flight_on_a_frozen_server_answers_within_the_timeout() {
+    let server = RedisServer::start().unwrap();
+    let redis = tier(&server, "t:").await;
+    redis.set("k", minute(b"v")).await.unwrap();
+    server.pause().unwrap();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..256)
+        .map(|i| {
+            let redis = redis.clone();
+            tokio::spawn(async move {
+                let key = format!("k{i}");
+                let result = if i % 4 == 0 {
+                    redis.set(&key, minute(b"w")).await.map(drop)
+                } else {
+                    redis.get(&key).await.map(drop)
+                };
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    for call in calls {
+        let (result, waited) = call.await.unwrap();
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(
+            waited >= TIMEOUT && waited < TIMEOUT + Duration::from_millis(150),
+            "{waited:?}"
+        );
+    }
+    server.resume().unwrap();
+    assert_eq!(
+        redis.get("k").await.unwrap().map(|e| e.value),
+        Some((&b"v"[..]).into())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_never_see_each_other_and_clear_needs_a_prefix() {
     let server = RedisServer::start().unwrap();
