@@ -68,7 +68,7 @@ fn read_token(lease: &Lease) -> Option<(u8, u64, u64)> {
 /// A cheap `Clone` handle: clones share the same entries.
 #[derive(Clone)]
 pub struct MokaTier {
-    entries: moka::future::Cache<String, Slot>,
+    entries: crate::config::Entries<Slot>,
     name: Arc<str>,
     /// Version numbers for values and leases.
     versions: Arc<AtomicU64>,

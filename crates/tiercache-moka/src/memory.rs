@@ -195,7 +195,7 @@ impl ExpiresAt for MemoryEntry {
 /// ```
 #[derive(Clone)]
 pub struct MemoryTier {
-    entries: moka::future::Cache<String, MemoryEntry>,
+    entries: crate::config::Entries<MemoryEntry>,
     name: Arc<str>,
 }
 

@@ -7,12 +7,10 @@
 //! table sees every insert that has returned. It costs one pass over the entries per removal,
 //! on the caller's task; removals by prefix or tag are rare next to reads.
 
-use moka::future::Cache;
-
 /// Removes every entry for which `matches(key, value)` holds and returns how many it removed.
 /// Every entry inserted before the call is looked at; one inserted during it may or may not be.
 pub(crate) async fn remove_where<V>(
-    entries: &Cache<String, V>,
+    entries: &crate::config::Entries<V>,
     matches: impl Fn(&str, &V) -> bool,
 ) -> u64
 where

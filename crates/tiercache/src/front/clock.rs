@@ -23,7 +23,7 @@
 //! Prefix invalidations and clears bump a counter every key checks.
 
 use std::{
-    hash::{BuildHasher, RandomState},
+    hash::BuildHasher,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -42,7 +42,10 @@ pub(crate) const DRAIN_LIMIT: Duration = Duration::from_millis(20);
 pub(super) struct InvalidationClock {
     everything: AtomicU64,
     shards: Box<[Shard]>,
-    hasher: RandomState,
+    /// foldhash rather than SipHash: each L1 miss stamps its key, and SipHash of a short key is
+    /// about 200 instructions. Seeded per clock, so which keys share a counter is not known
+    /// outside the process.
+    hasher: foldhash::quality::RandomState,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +68,7 @@ impl InvalidationClock {
         Self {
             everything: AtomicU64::new(0),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
         }
     }
 
