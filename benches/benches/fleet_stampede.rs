@@ -20,22 +20,13 @@ use std::{
 };
 
 use tiercache::{Cache, CacheStrategy, LeaseOptions, MemoryTier, RedisTier};
-use tiercache_benches::{profile, report};
+use tiercache_benches::{percentile, profile, report};
 use tiercache_testkit::RedisServer;
 use tokio::sync::Barrier;
 
 const INSTANCES: usize = 3;
 const CALLERS: usize = 100;
 const LOADER_TIME: Duration = Duration::from_millis(20);
-
-/// The `p_percent`-th percentile of sorted durations, by nearest rank.
-fn percentile(sorted: &[Duration], p_percent: usize) -> Duration {
-    let last = sorted.len().saturating_sub(1);
-    sorted
-        .get(last * p_percent / 100)
-        .copied()
-        .unwrap_or_default()
-}
 
 /// Loader calls (most in one round), every caller's latency, every loader's time.
 struct Figures {

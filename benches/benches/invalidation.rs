@@ -9,11 +9,17 @@
 //! - `invalidation_with_redis`: the same with Redis as the shared tier below L1, so `set` writes
 //!   Redis before it publishes (it must: an instance that drops its copy and re-reads has to find
 //!   the new value). Baseline: raw `SET` then `PUBLISH`, until received.
-//! - `invalidation_stream`: `invalidation` on the stream transport (`XADD`, then B's blocking
-//!   `XREAD` wakes). Baseline: raw `PUBLISH` to receive. Target: at most 1.5x.
-//! - `invalidation_tracking`: on the tracking transport, with Redis as the shared tier (Redis
-//!   reports the write itself, so the `SET` is the message). Baseline: raw `PUBLISH` to receive.
-//!   The issue sets no target for it; the report holds it to the stream transport's 1.5x.
+//! - `stream_bus_p50` / `stream_bus_p99`: `invalidation` on the stream transport (`XADD`, then
+//!   B's blocking `XREAD` wakes). Baseline, like for like: a raw `XADD` of a message of the same
+//!   size until a raw reader blocked in `XREAD` on its own connection has it. Target: at most 1.5x.
+//! - `tracking_bus_p50` / `tracking_bus_p99`: on the tracking transport, with Redis as the shared
+//!   tier (Redis reports the write itself, so the `SET` is the message). Baseline: a raw `SET`
+//!   until a raw RESP3 client tracking the key's prefix (`CLIENT TRACKING ON BCAST`, as the bus
+//!   does) receives the invalidation push. Target: at most 1.5x.
+//!
+//!   These four are not criterion groups: each sample is one message, raw and tiercache
+//!   alternating sample by sample, so both sides see the same machine; the rows are the p50
+//!   and p99 of each side.
 //!
 //! - `invalidation_authenticated`: `invalidation` with a shared bus key (every message signed
 //!   with HMAC-SHA256 and verified). Baseline: the same unsigned (`invalidation`'s pair), so the
@@ -25,6 +31,7 @@
     clippy::expect_used,
     reason = "a bench that cannot set up has nothing to measure"
 )]
+#![expect(clippy::print_stdout, reason = "a bench reports on the terminal")]
 
 use std::{
     hint::black_box,
@@ -40,11 +47,15 @@ use tiercache::{
     core::{BusEvent, BusHealth, BusMessage, BusScope, BusSink},
 };
 use tiercache_benches::{Profile, profile};
+use tiercache_benches::{percentile, report};
 use tiercache_redis::fred::{
     clients::Client,
-    interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
+    interfaces::{
+        ClientLike, EventInterface, KeysInterface, PubsubInterface, StreamsInterface,
+        TrackingInterface,
+    },
     prelude::Config,
-    types::{Builder, Message},
+    types::{Builder, Message, RespVersion, Value},
 };
 use tiercache_testkit::RedisServer;
 use tokio::{
@@ -237,6 +248,152 @@ async fn raw_round_trips(raw: &mut Raw, iters: u64, set_first: Option<&Bytes>) -
     total
 }
 
+/// Samples per side in a paired network measurement (half with `--quick`).
+const PAIRED_SAMPLES: usize = 2_000;
+/// The size of a bus message that invalidates one key of the bench's namespaces.
+const MESSAGE_LEN: usize = 28 + 2 + 2 + KEY.len();
+
+/// A raw fred client of `url`, RESP3 when `resp3`.
+async fn raw_client(url: &str, resp3: bool) -> Client {
+    let mut config = Config::from_url(url).expect("url");
+    if resp3 {
+        config.version = RespVersion::RESP3;
+    }
+    let client = Builder::from_config(config)
+        .build()
+        .expect("build a client");
+    client.init().await.expect("connect a raw client");
+    client
+}
+
+/// A raw stream reader: a task blocked in `XREAD` on its own connection, waking `arrived` per
+/// batch it reads.
+async fn raw_stream_reader(url: &str, stream: &'static str, arrived: Arc<Notify>) -> Client {
+    let reader = raw_client(url, false).await;
+    let task_reader = reader.clone();
+    tokio::spawn(async move {
+        let mut last = "$".to_owned();
+        loop {
+            let reply: Value = match task_reader
+                .xread(Some(512), Some(2_000), stream, last.clone())
+                .await
+            {
+                Ok(reply) => reply,
+                Err(_) => return,
+            };
+            if let Some(id) = last_stream_id(&reply) {
+                last = id;
+                arrived.notify_one();
+            }
+        }
+    });
+    reader
+}
+
+/// The id of the last entry in a RESP2 `XREAD` reply of one stream
+/// (`[[key, [[id, fields], ...]]]`), `None` for a timeout.
+fn last_stream_id(reply: &Value) -> Option<String> {
+    let Value::Array(streams) = reply else {
+        return None;
+    };
+    let Value::Array(stream) = streams.first()? else {
+        return None;
+    };
+    let Value::Array(entries) = stream.get(1)? else {
+        return None;
+    };
+    let Value::Array(entry) = entries.last()? else {
+        return None;
+    };
+    entry.first()?.as_string()
+}
+
+/// `samples` samples of each side, alternating: (ours, raw).
+async fn paired<R, O>(samples: usize, mut raw: R, mut ours: O) -> (Vec<Duration>, Vec<Duration>)
+where
+    R: AsyncFnMut() -> Duration,
+    O: AsyncFnMut() -> Duration,
+{
+    let (mut our_times, mut raw_times) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for _ in 0..samples {
+        raw_times.push(raw().await);
+        our_times.push(ours().await);
+    }
+    (our_times, raw_times)
+}
+
+/// Writes the p50 and p99 rows of a paired measurement as `<row>_p50` and `<row>_p99`.
+fn write_percentiles(row: &str, mut ours: Vec<Duration>, mut raw: Vec<Duration>, raw_name: &str) {
+    ours.sort();
+    raw.sort();
+    let at = |sorted: &[Duration], percent: usize| percentile(sorted, percent).as_secs_f64() * 1e9;
+    for percent in [50, 99] {
+        let (mine, theirs) = (at(&ours, percent), at(&raw, percent));
+        println!(
+            "{row}_p{percent}: tiercache {:.1} µs, {raw_name} {:.1} µs ({:.2}x)",
+            mine / 1e3,
+            theirs / 1e3,
+            mine / theirs
+        );
+        report::write(&format!("{row}_p{percent}"), mine, theirs, raw_name)
+            .expect("write the result");
+    }
+}
+
+/// The stream bus's set-until-gone against raw `XADD` until a blocked `XREAD` has it.
+async fn stream_pairs(url: &str, pair: &Pair, samples: usize) {
+    const STREAM: &str = "raw:bench-stream";
+    let arrived = Arc::new(Notify::new());
+    let _reader = raw_stream_reader(url, STREAM, Arc::clone(&arrived)).await;
+    let writer = raw_client(url, false).await;
+    // Let the reader block before the first sample.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let payload = Bytes::from(vec![0xB7_u8; MESSAGE_LEN]);
+    let raw = async || {
+        let started = Instant::now();
+        let _: Value = writer
+            .xadd(
+                STREAM,
+                false,
+                ("MAXLEN", "~", 10_000),
+                "*",
+                vec![("m", payload.clone())],
+            )
+            .await
+            .expect("raw XADD");
+        arrived.notified().await;
+        started.elapsed()
+    };
+    let ours = async || set_until_gone(pair, 1).await;
+    let (ours, raw) = paired(samples, raw, ours).await;
+    write_percentiles("stream_bus", ours, raw, "raw_fred_xadd_to_blocked_xread");
+}
+
+/// The tracking bus's set-until-gone against raw `SET` until a tracking client's push.
+async fn tracking_pairs(url: &str, pair: &Pair, samples: usize, value: &Bytes) {
+    const PREFIX: &str = "raw:bench-tracking:";
+    let tracker = raw_client(url, true).await;
+    let mut pushes = tracker.invalidation_rx();
+    tracker
+        .start_tracking(vec![PREFIX.to_owned()], true, false, false, false)
+        .await
+        .expect("raw CLIENT TRACKING");
+    let writer = raw_client(url, false).await;
+    let key = format!("{PREFIX}{KEY}");
+    let raw = async || {
+        let started = Instant::now();
+        let _: () = writer
+            .set(key.as_str(), value.clone(), None, None, false)
+            .await
+            .expect("raw SET");
+        black_box(pushes.recv().await.expect("raw invalidation push"));
+        started.elapsed()
+    };
+    let ours = async || set_until_gone(pair, 1).await;
+    let (ours, raw) = paired(samples, raw, ours).await;
+    write_percentiles("tracking_bus", ours, raw, "raw_fred_set_to_tracking_push");
+}
+
 fn bench(c: &mut Criterion) {
     let server = RedisServer::start().expect("start redis-server (is it installed?)");
     let url = server.url();
@@ -260,11 +417,20 @@ fn bench(c: &mut Criterion) {
     let mut raw = rt.block_on(raw(&url));
     let encoded = Bytes::from(serde_json::to_vec(&profile(1)).expect("encode"));
 
+    let samples = if report::quick() {
+        PAIRED_SAMPLES / 2
+    } else {
+        PAIRED_SAMPLES
+    };
+    if report::selected("stream_bus_p50") || report::selected("stream_bus_p99") {
+        rt.block_on(stream_pairs(&url, &stream, samples));
+    }
+    if report::selected("tracking_bus_p50") || report::selected("tracking_bus_p99") {
+        rt.block_on(tracking_pairs(&url, &tracking, samples, &encoded));
+    }
     for (group_name, pair, set_first) in [
         ("invalidation", &bus_only, None),
         ("invalidation_with_redis", &with_redis, Some(&encoded)),
-        ("invalidation_stream", &stream, None),
-        ("invalidation_tracking", &tracking, None),
     ] {
         let mut group = c.benchmark_group(group_name);
         for round in 1..=ROUNDS {

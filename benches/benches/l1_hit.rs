@@ -40,14 +40,7 @@ fn fixture(rt: &Runtime) -> Fixture {
             .build()
             .await
             .expect("build the cache");
-        for (i, key) in keys.iter().enumerate() {
-            let value = profile(i as u64);
-            raw.insert(key.clone(), Arc::new(value.clone())).await;
-            cache
-                .set(key, &value, CacheStrategy::LongTerm)
-                .await
-                .expect("fill the cache");
-        }
+        tiercache_benches::fill_l1(&raw, &cache, &keys).await;
         Fixture { keys, raw, cache }
     })
 }

@@ -6,6 +6,10 @@
 //!   tasks of raw `GET` + decode, on a two-worker runtime. Reported per read; target: tiercache
 //!   throughput at least 0.9x raw.
 //!
+//! - `l2_p99_promotion`: the p99 of single L2 reads with promotion on (each read misses L1, reads
+//!   Redis, and copies the value into L1) vs the p99 of raw `GET` + decode, every key read once
+//!   per round, alternating, L1 emptied (untimed) between rounds. Target: at most 1.2x.
+//!
 //! The raw side is a fred pool of as many connections as the tier's, built with fred's defaults
 //! (no per-command timeout, no unresponsive-connection checks): what a user of plain fred gets.
 //!
@@ -15,18 +19,19 @@
     clippy::expect_used,
     reason = "a bench that cannot set up has nothing to measure"
 )]
+#![expect(clippy::print_stdout, reason = "a bench reports on the terminal")]
 
-use std::{hint::black_box, sync::Arc, time::Duration};
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use tiercache::{Cache, CacheStrategy, MemoryTier, RedisOptions, RedisTier, TierOptions};
-use tiercache_benches::{Profile, profile, shuffled_keys};
-use tiercache_redis::fred::{
-    clients::Pool,
-    interfaces::{ClientLike, KeysInterface},
-    types::{Builder, config::Config},
-};
+use tiercache::{Cache, MemoryTier, RedisOptions, RedisTier, TierOptions};
+use tiercache_benches::{Profile, percentile, report, shuffled_keys};
+use tiercache_redis::fred::{clients::Pool, interfaces::KeysInterface};
 use tiercache_testkit::RedisServer;
 use tokio::runtime::Runtime;
 
@@ -41,7 +46,11 @@ const ROUNDS: u32 = 3;
 struct Fixture {
     keys: Arc<Vec<String>>,
     pool: Pool,
+    /// Promotion off: every read goes to Redis.
     cache: Cache,
+    /// The same Redis tier under an L1 that takes promotions, and that L1.
+    promoting: Cache,
+    promoting_l1: MemoryTier,
 }
 
 /// Connects on `rt` (fred runs its connection tasks there) and, when `fill` is set, writes the
@@ -61,24 +70,18 @@ fn fixture(rt: &Runtime, url: &str, fill: bool) -> Fixture {
             .build()
             .await
             .expect("build the cache");
+        // Room for every key, so the figure is the promotion, not moka evicting.
+        let promoting_l1 = MemoryTier::new(KEYS as u64 * 2);
+        let promoting = Cache::builder()
+            .memory(promoting_l1.clone())
+            .tier(redis.clone())
+            .build()
+            .await
+            .expect("build the promoting cache");
         let keys = shuffled_keys(KEYS);
-        let pool = Builder::from_config(Config::from_url(url).expect("url"))
-            .build_pool(POOL_SIZE)
-            .expect("build the raw pool");
-        pool.init().await.expect("connect the raw pool");
+        let pool = tiercache_benches::raw_pool(url, POOL_SIZE).await;
         if fill {
-            for (i, key) in keys.iter().enumerate() {
-                cache
-                    .set(key, &profile(i as u64), CacheStrategy::LongTerm)
-                    .await
-                    .expect("fill Redis");
-                // The raw baseline reads JSON written by plain fred under its own keys.
-                let json = serde_json::to_vec(&profile(i as u64)).expect("encode");
-                let _: () = pool
-                    .set(format!("raw:{key}"), Bytes::from(json), None, None, false)
-                    .await
-                    .expect("fill raw keys");
-            }
+            tiercache_benches::fill_redis(&cache, &pool, &keys).await;
             // The writes also filled L1: empty it so every read below misses it.
             l1.clear();
         }
@@ -86,6 +89,8 @@ fn fixture(rt: &Runtime, url: &str, fill: bool) -> Fixture {
             keys: Arc::new(keys),
             pool,
             cache,
+            promoting,
+            promoting_l1,
         }
     })
 }
@@ -147,6 +152,9 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+    if report::selected("l2_p99_promotion") {
+        tail_with_promotion(rt, &f);
+    }
 
     // 64 tasks on two workers: the throughput of the whole client under load.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -160,6 +168,46 @@ fn bench(c: &mut Criterion) {
         throughput(c, &rt, &f, group, tasks);
     }
     drop(server);
+}
+
+/// The p99 of single reads, each key once per round: raw `GET` + decode, then tiercache with
+/// promotion into an L1 emptied (untimed) before the round. Written for `cargo xtask bench`.
+fn tail_with_promotion(rt: &Runtime, f: &Fixture) {
+    let rounds = if report::quick() { 2 } else { 5 };
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for _ in 0..rounds {
+            for key in f.keys.iter() {
+                let started = Instant::now();
+                black_box(raw_get(&f.pool, key).await);
+                raw.push(started.elapsed());
+            }
+            f.promoting_l1.clear();
+            for key in f.keys.iter() {
+                let started = Instant::now();
+                black_box(f.promoting.get::<Profile>(key).await.ok().flatten());
+                ours.push(started.elapsed());
+            }
+        }
+    });
+    raw.sort();
+    ours.sort();
+    let at = |sorted: &[Duration], percent: usize| {
+        sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
+    };
+    let (raw_p99, our_p99) = (at(&raw, 99), at(&ours, 99));
+    println!(
+        "l2_p99_promotion: tiercache p50 {:?} p99 {our_p99:?}; raw p50 {:?} p99 {raw_p99:?}",
+        percentile(&ours, 50),
+        percentile(&raw, 50)
+    );
+    report::write(
+        "l2_p99_promotion",
+        our_p99.as_secs_f64() * 1e9,
+        raw_p99.as_secs_f64() * 1e9,
+        "raw_fred_get_decode p99",
+    )
+    .expect("write the result");
 }
 
 /// `tasks` concurrent readers, raw and tiercache alternating for `ROUNDS` rounds.

@@ -17,21 +17,12 @@ use std::{
 };
 
 use tiercache::{Cache, CacheStrategy, MemoryTier, RedisTier};
-use tiercache_benches::{profile, report};
+use tiercache_benches::{percentile, profile, report};
 use tiercache_testkit::RedisServer;
 use tokio::sync::Barrier;
 
 const CALLERS: usize = 1_000;
 const LOADER_TIME: Duration = Duration::from_millis(20);
-
-/// The `p_percent`-th percentile of sorted durations, by nearest rank.
-fn percentile(sorted: &[Duration], p_percent: usize) -> Duration {
-    let last = sorted.len().saturating_sub(1);
-    sorted
-        .get(last * p_percent / 100)
-        .copied()
-        .unwrap_or_default()
-}
 
 fn main() {
     if !report::selected("stampede") {

@@ -110,3 +110,123 @@ pub fn raw_moka_get_and_clone(
         }
     });
 }
+
+/// The `p_percent`-th percentile of sorted durations, by nearest rank (zero for none).
+pub fn percentile(sorted: &[std::time::Duration], p_percent: usize) -> std::time::Duration {
+    let last = sorted.len().saturating_sub(1);
+    sorted
+        .get(last * p_percent / 100)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// A multi-threaded runtime of `workers` workers, timers and I/O on.
+///
+/// # Panics
+///
+/// When the runtime cannot be built: a bench without one has nothing to measure.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    #[expect(
+        clippy::expect_used,
+        reason = "documented: a bench without a runtime ends"
+    )]
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("build the runtime")
+}
+
+/// Puts the profile of each key of `keys` into a raw moka map (as an `Arc`) and into `cache`.
+///
+/// # Panics
+///
+/// When `cache` refuses a write: the bench would measure misses.
+pub async fn fill_l1(
+    raw: &moka::future::Cache<String, std::sync::Arc<Profile>>,
+    cache: &tiercache::Cache,
+    keys: &[String],
+) {
+    for (i, key) in keys.iter().enumerate() {
+        let value = profile(i as u64);
+        raw.insert(key.clone(), std::sync::Arc::new(value.clone()))
+            .await;
+        #[expect(
+            clippy::expect_used,
+            reason = "documented: a bench that cannot fill has nothing to measure"
+        )]
+        cache
+            .set(key, &value, tiercache::CacheStrategy::LongTerm)
+            .await
+            .expect("fill the cache");
+    }
+}
+
+/// Writes the profile of each key of `keys` through `cache` (Redis below its L1) and, as plain
+/// JSON, with `pool` under `raw:<key>`, where the raw baselines read it.
+///
+/// # Panics
+///
+/// When a write fails: the bench would measure misses.
+pub async fn fill_redis(
+    cache: &tiercache::Cache,
+    pool: &tiercache_redis::fred::clients::Pool,
+    keys: &[String],
+) {
+    use tiercache_redis::fred::interfaces::KeysInterface;
+    for (i, key) in keys.iter().enumerate() {
+        #[expect(
+            clippy::expect_used,
+            reason = "documented: a bench that cannot fill has nothing to measure"
+        )]
+        cache
+            .set(key, &profile(i as u64), tiercache::CacheStrategy::LongTerm)
+            .await
+            .expect("fill Redis");
+        #[expect(
+            clippy::expect_used,
+            reason = "documented: a bench that cannot fill has nothing to measure"
+        )]
+        let json = serde_json::to_vec(&profile(i as u64)).expect("encode");
+        #[expect(
+            clippy::expect_used,
+            reason = "documented: a bench that cannot fill has nothing to measure"
+        )]
+        let _: () = pool
+            .set(
+                format!("raw:{key}"),
+                bytes::Bytes::from(json),
+                None,
+                None,
+                false,
+            )
+            .await
+            .expect("fill raw keys");
+    }
+}
+
+/// A connected fred pool of `size` connections to `url` with fred's defaults (no per-command
+/// timeout, no unresponsive checks): the raw side of the L2 benches.
+///
+/// # Panics
+///
+/// When the pool cannot connect.
+pub async fn raw_pool(url: &str, size: usize) -> tiercache_redis::fred::clients::Pool {
+    use tiercache_redis::fred::{
+        interfaces::ClientLike,
+        types::{Builder, config::Config},
+    };
+    #[expect(
+        clippy::expect_used,
+        reason = "documented: a bench that cannot connect has nothing to measure"
+    )]
+    let pool = Builder::from_config(Config::from_url(url).expect("url"))
+        .build_pool(size)
+        .expect("build the raw pool");
+    #[expect(
+        clippy::expect_used,
+        reason = "documented: a bench that cannot connect has nothing to measure"
+    )]
+    pool.init().await.expect("connect the raw pool");
+    pool
+}

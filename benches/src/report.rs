@@ -20,16 +20,20 @@ pub fn quick() -> bool {
     std::env::args().any(|arg| arg == "--quick")
 }
 
-/// Whether this bench was selected: cargo passes a filter when `cargo bench -- NAME` is used.
+/// Whether this bench (or part of one) was selected: cargo passes a filter when
+/// `cargo bench -- NAME` is used; `cargo xtask bench` passes `^(a|b|c)/`, any of whose names
+/// selects.
 pub fn selected(name: &str) -> bool {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
     filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| name.contains(f.trim_matches(['^', '/', '(', ')'])))
+        || filters.iter().any(|f| {
+            f.trim_matches(['^', '/', '(', ')'])
+                .split('|')
+                .any(|part| name.contains(part))
+        })
 }
 
 /// Writes `{"tiercache": .., "baseline": .., "baseline_name": ..}` for `scenario`.

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: runs every bench, then prints one table of tiercache against the raw
 //! dependency it is built on, measured in the same run, and writes it to
-//! `target/tiercache-bench/report.md` with a bar chart of the ratios in `ratios.svg`.
+//! `target/tiercache-bench/report.md` with a bar chart of the ratios in `ratios.svg`; the
+//! `scaling` bench's throughput by task count goes below it and into `scaling.svg`.
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -148,6 +149,15 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.1),
     },
     Scenario {
+        name: "L2 hit p99 with promotion into L1 vs raw GET + decode p99",
+        bench: "l2",
+        source: Source::Json {
+            file: "l2_p99_promotion",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.2),
+    },
+    Scenario {
         name: "L2 hits, 64 concurrent tasks (per read)",
         bench: "l2",
         source: Source::Criterion {
@@ -254,19 +264,37 @@ const SCENARIOS: &[Scenario] = &[
         target: Target::AtMost(1.05),
     },
     Scenario {
-        name: "stream bus: set on A until gone from B's L1 vs raw PUBLISH to receive",
+        name: "stream bus: set on A until gone from B's L1 vs raw XADD to blocked XREAD, p50",
         bench: "invalidation",
-        source: Source::Criterion {
-            group: "invalidation_stream",
+        source: Source::Json {
+            file: "stream_bus_p50",
         },
         unit: Unit::Nanos,
         target: Target::AtMost(1.5),
     },
     Scenario {
-        name: "tracking bus (Redis L2): set until gone vs raw PUBLISH to receive",
+        name: "stream bus: set on A until gone from B's L1 vs raw XADD to blocked XREAD, p99",
         bench: "invalidation",
-        source: Source::Criterion {
-            group: "invalidation_tracking",
+        source: Source::Json {
+            file: "stream_bus_p99",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.5),
+    },
+    Scenario {
+        name: "tracking bus (Redis L2): set until gone vs raw SET to tracking push, p50",
+        bench: "invalidation",
+        source: Source::Json {
+            file: "tracking_bus_p50",
+        },
+        unit: Unit::Nanos,
+        target: Target::AtMost(1.5),
+    },
+    Scenario {
+        name: "tracking bus (Redis L2): set until gone vs raw SET to tracking push, p99",
+        bench: "invalidation",
+        source: Source::Json {
+            file: "tracking_bus_p99",
         },
         unit: Unit::Nanos,
         target: Target::AtMost(1.5),
@@ -454,7 +482,10 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
             })
         })
         .collect();
-    if chosen.is_empty() {
+    // The scaling bench has no target of its own: it runs with everything, or with
+    // `--filter scaling`.
+    let scaling = filter.as_deref().is_none_or(|f| f == SCALING);
+    if chosen.is_empty() && !scaling {
         let names: Vec<&str> = SCENARIOS
             .iter()
             .map(|s| s.bench)
@@ -474,15 +505,27 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         .filter(|b| !b.is_empty())
         .collect();
     benches.dedup();
+    if scaling {
+        benches.push(SCALING);
+        let _ = std::fs::remove_file(results_dir().join("scaling.json"));
+    }
     for (index, bench) in benches.iter().enumerate() {
-        let groups: Vec<&str> = chosen
+        // Criterion groups by name; a JSON result of a criterion bench (such as the L2 p99) is
+        // selected by its file name in the same filter. A bench of JSON results only gets no
+        // filter: it decides what runs itself.
+        let here: Vec<&Scenario> = chosen
             .iter()
+            .copied()
             .filter(|s| s.bench == *bench)
-            .filter_map(|s| match s.source {
-                Source::Criterion { group } => Some(group),
-                _ => None,
-            })
             .collect();
+        let timed_by_criterion = here
+            .iter()
+            .any(|s| matches!(s.source, Source::Criterion { .. }));
+        let groups: Vec<&str> = if timed_by_criterion {
+            here.iter().map(|s| group_of(s)).collect()
+        } else {
+            Vec::new()
+        };
         forget_old_results(&chosen, bench);
         let filter_regex = format!("^({})/", groups.join("|"));
         let mut cargo_args = vec![
@@ -509,12 +552,24 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     }
 
     let rows: Vec<Row> = chosen.iter().map(|s| measure(s)).collect();
-    let table = markdown(&rows);
-    println!("\n{table}");
+    let mut table = if rows.is_empty() {
+        String::new()
+    } else {
+        markdown(&rows)
+    };
     let dir = results_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-    for (file, text) in [("report.md", table), ("ratios.svg", svg::chart(&rows))] {
+    let mut files = vec![("ratios.svg", svg::chart(&rows))];
+    if scaling {
+        let (scaling_table, chart) = crate::scaling::report(&dir)?;
+        table.push_str("\nThroughput by concurrent tasks (`scaling` bench):\n\n");
+        table.push_str(&scaling_table);
+        files.push(("scaling.svg", chart));
+    }
+    println!("\n{table}");
+    files.push(("report.md", table));
+    for (file, text) in files {
         let path = dir.join(file);
         std::fs::write(&path, text)
             .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
@@ -522,6 +577,9 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The bench of the scaling table (`benches/benches/scaling.rs`).
+const SCALING: &str = "scaling";
 
 fn group_of(scenario: &Scenario) -> &'static str {
     match scenario.source {

@@ -28,6 +28,7 @@ mod fuzz;
 mod postgres;
 mod redis;
 mod run;
+mod scaling;
 mod service;
 mod svg;
 

@@ -15,6 +15,22 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// A white SVG canvas of `width` x `height` with `title` (SVG markup) at the top left; the
+/// caller adds the rest and closes it with `</svg>`.
+pub(crate) fn open(width: f64, height: f64, title: &str) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="20" font-size="14" font-weight="bold">{title}</text>"#
+    );
+    svg
+}
+
 /// One bar per row: its ratio, a tick at the target, green when met, red when missed, and a
 /// grey "n/a" for rows without a figure.
 pub(crate) fn chart(rows: &[Row]) -> String {
@@ -27,15 +43,10 @@ pub(crate) fn chart(rows: &[Row]) -> String {
     let plot = WIDTH - LABEL - 70.0;
     let x = |ratio: f64| LABEL + plot * (ratio / scale_max);
     let height = 50.0 + rows.len() as f64 * (BAR_HEIGHT + GAP);
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">tiercache / raw dependency (same run); tick = target</text>"#
+    let mut svg = open(
+        WIDTH,
+        height,
+        "tiercache / raw dependency (same run); tick = target",
     );
     let one = x(1.0);
     let _ = writeln!(
