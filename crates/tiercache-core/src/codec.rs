@@ -173,6 +173,33 @@ fn parse_header_flags(bytes: &[u8]) -> Option<([u8; HEADER_LEN], StoredMeta, u8,
     Some((*header, meta, flags, rest))
 }
 
+/// The header, flags and payload of stored bytes, the metadata skipped rather than built (no
+/// tag is copied): what decoding the value needs. `None` exactly when [`parse_header_flags`]
+/// would say `None`.
+fn split_header(bytes: &[u8]) -> Option<([u8; HEADER_LEN], u8, &[u8])> {
+    let (header, mut rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
+    match header[0] {
+        MAGIC_V1 => return Some((*header, 0, rest)),
+        MAGIC => {}
+        _ => return None,
+    }
+    let flags = *take(&mut rest, 1)?.first()?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return None;
+    }
+    // ttl, stale window, load time.
+    take(&mut rest, 12)?;
+    if flags & FLAG_TAGS != 0 {
+        take(&mut rest, 8)?;
+        let count = *take(&mut rest, 1)?.first()?;
+        for _ in 0..count {
+            let len = *take(&mut rest, 1)?.first()?;
+            std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
+        }
+    }
+    Some((*header, flags, rest))
+}
+
 /// A decoded stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded<T> {
@@ -340,8 +367,7 @@ impl<C: Codec> Envelope<C> {
     ///
     /// A [`DecodeError`] for anything else; never panics, whatever the bytes.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>, DecodeError> {
-        let Some(([_, codec_id, kind, v0, v1], _meta, flags, payload)) = parse_header_flags(bytes)
-        else {
+        let Some(([_, codec_id, kind, v0, v1], flags, payload)) = split_header(bytes) else {
             return Err(DecodeError::NoHeader);
         };
         if codec_id != C::ID && !crate::codecs::is_known(codec_id) {
@@ -436,6 +462,37 @@ mod tests {
             id: 7,
             name: "ada".into(),
         }
+    }
+
+    /// The header skip of `decode` finds the same header, flags and payload as the full parse,
+    /// and refuses exactly what it refuses, for every cut of tagged and untagged values.
+    #[test]
+    fn skipping_the_header_agrees_with_parsing_it() {
+        let env = Envelope::new(JsonCodec, 3);
+        let tagged = StoredMeta {
+            ttl: Duration::from_secs(60),
+            stale_window: Duration::from_secs(5),
+            written_at_ms: 1_700_000_000_000,
+            tags: vec!["a".into(), "tag-two".into()],
+            ..StoredMeta::default()
+        };
+        let values = [
+            env.encode("k", &user()).unwrap_or_default(),
+            env.encode_with("k", &user(), &tagged).unwrap_or_default(),
+            env.encode_negative(),
+        ];
+        for bytes in values {
+            for cut in 0..=bytes.len() {
+                let bytes = &bytes[..cut];
+                let full = parse_header_flags(bytes).map(|(h, _, f, p)| (h, f, p));
+                assert_eq!(split_header(bytes), full, "cut at {cut}");
+            }
+        }
+        let mut bad_utf8 = env.encode_with("k", &user(), &tagged).unwrap_or_default().to_vec();
+        let tag_at = HEADER_V2_LEN + 8 + 2;
+        bad_utf8[tag_at] = 0xFF;
+        assert_eq!(split_header(&bad_utf8), None);
+        assert!(parse_header_flags(&bad_utf8).is_none());
     }
 
     #[test]

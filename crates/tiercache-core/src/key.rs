@@ -29,10 +29,21 @@ fn broken_rule(text: &str, max_len: usize, too_long: &'static str) -> Option<&'s
         Some("empty")
     } else if text.len() > max_len {
         Some(too_long)
-    } else if text.chars().any(char::is_control) {
+    } else if has_control(text) {
         Some("contains a control character")
     } else {
         None
+    }
+}
+
+/// Whether `text` holds a control character (Unicode category Cc: U+0000–U+001F and
+/// U+007F–U+009F). Every read of a key below L1 checks it, so ASCII text, the common case, is
+/// checked byte by byte instead of decoding each character.
+fn has_control(text: &str) -> bool {
+    if text.is_ascii() {
+        text.bytes().any(|b| b < 0x20 || b == 0x7F)
+    } else {
+        text.chars().any(char::is_control)
     }
 }
 
@@ -163,6 +174,16 @@ pub fn reserved_key(key_prefix: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ASCII fast path agrees with `char::is_control` on every ASCII byte and on the C1
+    /// controls and their neighbours.
+    #[test]
+    fn the_control_check_matches_the_unicode_category() {
+        for c in (0u32..0x200).filter_map(char::from_u32) {
+            let text = format!("k{c}k");
+            assert_eq!(has_control(&text), c.is_control(), "U+{:04X}", c as u32);
+        }
+    }
 
     #[test]
     fn rejects_empty_long_and_control_keys() {

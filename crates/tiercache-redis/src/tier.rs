@@ -255,8 +255,10 @@ impl Tier for RedisTier {
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         // A `String` becomes a fred `Key` without a copy, and the key is cloned cheaply after.
         let full = Key::from(self.full_key(key));
-        let call = self.inner.pool.get::<Option<Bytes>, _>(full.clone());
-        let stored = match tokio::time::timeout(self.inner.command_timeout, call).await {
+        // The GET is built inside the timeout's argument: fred's future is about 5 KB, and each
+        // move of it is a copy.
+        let timeout = self.inner.command_timeout;
+        let stored = match tokio::time::timeout(timeout, self.inner.pool.get(full.clone())).await {
             Ok(Ok(stored)) => stored,
             Ok(Err(err)) if is_wrong_type(&err) => None,
             Ok(Err(err)) => return Err(from_fred(&self.inner.name, Some(key), err)),

@@ -110,6 +110,10 @@ impl Leases {
 
 impl Drop for Leases {
     fn drop(&mut self) {
+        if self.slots.is_empty() {
+            // Every read that took no lease (leases off, or no level to lease) ends here.
+            return;
+        }
         let unused: Vec<Held> = self
             .slots
             .iter_mut()
