@@ -94,7 +94,7 @@ const SCENARIOS: &[Scenario] = &[
         bench: "l1_hit",
         source: Source::Criterion { group: "l1_hit" },
         unit: Unit::Nanos,
-        target: Target::AtMost(1.3),
+        target: Target::AtMost(1.15),
     },
     Scenario {
         name: "get_or_compute on an L1 hit",
@@ -103,7 +103,7 @@ const SCENARIOS: &[Scenario] = &[
             group: "get_or_compute_hit",
         },
         unit: Unit::Nanos,
-        target: Target::AtMost(1.3),
+        target: Target::AtMost(1.15),
     },
     Scenario {
         name: "typed L1 hit, shared Arc (get_arc)",
@@ -112,7 +112,7 @@ const SCENARIOS: &[Scenario] = &[
             group: "l1_hit_arc",
         },
         unit: Unit::Nanos,
-        target: Target::AtMost(1.3),
+        target: Target::AtMost(1.1),
     },
     Scenario {
         name: "get_or_compute L1 hit with fail-safe + eager refresh + timeouts vs without",

@@ -488,7 +488,10 @@ mod tests {
                 assert_eq!(split_header(bytes), full, "cut at {cut}");
             }
         }
-        let mut bad_utf8 = env.encode_with("k", &user(), &tagged).unwrap_or_default().to_vec();
+        let mut bad_utf8 = env
+            .encode_with("k", &user(), &tagged)
+            .unwrap_or_default()
+            .to_vec();
         let tag_at = HEADER_V2_LEN + 8 + 2;
         bad_utf8[tag_at] = 0xFF;
         assert_eq!(split_header(&bad_utf8), None);
