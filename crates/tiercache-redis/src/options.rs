@@ -138,9 +138,11 @@ impl RedisOptions {
         self
     }
 
-    /// A fred [`Builder`] for these options' servers, timeouts and reconnect policy. The tier
-    /// builds its pool with it; the bus and streams crates build their connections with it, so
-    /// every Redis connection of a cache behaves alike.
+    /// A fred [`Builder`] for these options' servers, timeouts and reconnect policy (the command
+    /// timeout as fred's per-command timeout). The bus and streams crates build their connections
+    /// with it, so every Redis connection of a cache behaves alike; the tier builds its pool with
+    /// it too, but turns fred's per-command timeout off and bounds each of its calls itself,
+    /// which is cheaper under load.
     pub fn fred_builder(&self) -> Builder {
         let command_timeout = self.command_timeout;
         let connect_timeout = self.connect_timeout;
