@@ -102,8 +102,14 @@ impl Streams {
         FieldStream::new(self.clone(), key)
     }
 
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.shared.pool
+    /// The pool, each command bounded by the command timeout. Set per command because a Redis
+    /// tier's pool, which [`from_tier`](Self::from_tier) shares, has no timeout of its own (the
+    /// tier times its calls itself).
+    pub(crate) fn pool(&self) -> fred::clients::WithOptions<Pool> {
+        self.shared.pool.with_options(&Options {
+            timeout: Some(self.shared.options.command_timeout_value()),
+            ..Options::default()
+        })
     }
 
     /// A connection of its own, for blocking reads.

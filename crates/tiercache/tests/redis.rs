@@ -227,6 +227,41 @@ async fn a_frozen_redis_costs_at_most_the_timeout_and_then_nothing() {
     server.resume().unwrap();
 }
 
+/// Streams that share the tier's pool keep the command timeout on a frozen server: the tier's
+/// pool has no per-command timeout of its own (the tier times its calls), so the streams adapter
+/// sets one on each of its commands.
+#[cfg(feature = "streams")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_on_the_tiers_pool_answer_within_the_timeout_on_a_frozen_redis() {
+    use tiercache::streams::{StreamError, Streams};
+
+    let server = RedisServer::start().unwrap();
+    let redis = redis_tier(&server).await;
+    let changes = Streams::from_tier(&redis).typed::<String>("price-changes");
+    changes.publish(&"before".to_owned()).await.unwrap();
+
+    server.pause().unwrap();
+    let started = Instant::now();
+    let published = tokio::time::timeout(
+        Duration::from_secs(5),
+        changes.publish(&"frozen".to_owned()),
+    )
+    .await;
+    let waited = started.elapsed();
+    server.resume().unwrap();
+    let Ok(result) = published else {
+        panic!("XADD on a frozen Redis did not answer within 5 s");
+    };
+    assert!(
+        matches!(result, Err(StreamError::Timeout { .. })),
+        "{result:?}"
+    );
+    assert!(
+        waited >= COMMAND_TIMEOUT && waited < COMMAND_TIMEOUT + Duration::from_millis(300),
+        "{waited:?}"
+    );
+}
+
 /// The streams adapter shares the Redis tier's pool and options, and a consumer group's event
 /// can drive an invalidation: the pattern the adapter is for.
 #[cfg(feature = "streams")]
