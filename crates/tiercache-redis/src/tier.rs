@@ -11,8 +11,9 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::{
-    clients::Pool,
+    clients::{Pool, WithOptions},
     interfaces::{ClientLike, KeysInterface},
+    prelude::Options,
     types::{Expiration, Key, Value, scan::Scanner},
 };
 use futures_util::{Stream, StreamExt, future::try_join_all};
@@ -39,7 +40,12 @@ const SCAN_BATCH: u32 = 1_000;
 /// - `remove_prefix` runs `SCAN MATCH` (glob characters of the prefix escaped) on every primary
 ///   and `UNLINK`s each page; `clear` removes the tier's [key prefix](RedisOptions::key_prefix),
 ///   never `FLUSHDB`.
-/// - Every call is bounded by the [command timeout](RedisOptions::command_timeout).
+/// - Every call is bounded by the [command timeout](RedisOptions::command_timeout): reads by a
+///   timer of the tier's, `SET` and `UNLINK` by fred's own per-command timeout, so a write that
+///   answered `Timeout` is never sent later, when the connection comes back. (A `set_many`
+///   pipeline that times out can still be replayed by fred after a reconnect, as before: fred
+///   does not mark timed-out pipelines. A late fill or release is checked against the lease it
+///   carries; a late lease request can at most leave a lease that expires by its TTL.)
 /// - Leases ([`Tier::lease`], [`Tier::fill`], [`Tier::release`]) are Lua scripts run by
 ///   `EVALSHA`, one round trip each and atomic on the server; the lease is kept in the key itself
 ///   (see `lease.rs`), so every write and removal of the key revokes it and a cluster needs no
@@ -60,6 +66,8 @@ struct Inner {
     name: String,
     key_prefix: String,
     command_timeout: Duration,
+    /// fred's per-command timeout, for the commands that change Redis (see `writer`).
+    write_options: Options,
     clustered: bool,
     options: RedisOptions,
 }
@@ -119,6 +127,10 @@ impl RedisTier {
                 name: options.name.clone(),
                 key_prefix: options.key_prefix.clone(),
                 command_timeout,
+                write_options: Options {
+                    timeout: Some(command_timeout),
+                    ..Options::default()
+                },
                 clustered,
                 options,
             }),
@@ -161,6 +173,25 @@ impl RedisTier {
         }
     }
 
+    /// The pool with fred's own per-command timeout, for `SET` and `UNLINK`. A command fred timed
+    /// out is marked, and fred never writes it, nor replays it after a reconnect; with only the
+    /// caller's timer (`bounded`) a write its caller saw fail would still go out once the server
+    /// is back, and could land behind a newer write. Reads can be dropped unanswered, so they take
+    /// the cheaper timer.
+    fn writer(&self) -> WithOptions<Pool> {
+        self.inner.pool.with_options(&self.inner.write_options)
+    }
+
+    /// Maps the errors of a call on [`writer`](Self::writer), which fred bounds itself.
+    async fn written<T>(
+        &self,
+        key: Option<&str>,
+        call: impl Future<Output = fred::prelude::FredResult<T>>,
+    ) -> Result<T> {
+        call.await
+            .map_err(|err| from_fred(&self.inner.name, key, err))
+    }
+
     /// Full keys grouped so that each group can go to one node: by hash slot on a cluster, all
     /// together otherwise. Each key keeps its index in the caller's list.
     fn by_node(&self, keys: Vec<String>) -> Vec<Vec<(usize, String)>> {
@@ -198,9 +229,10 @@ impl RedisTier {
             return Ok(0);
         }
         let groups = self.by_node(keys);
+        let writer = self.writer();
         let calls = groups.into_iter().map(|group| {
             let keys: Vec<Key> = group.into_iter().map(|(_, key)| Key::from(key)).collect();
-            self.bounded(None, self.inner.pool.unlink::<i64, _>(keys))
+            self.written(None, writer.unlink::<i64, _>(keys))
         });
         let counts = try_join_all(calls).await?;
         Ok(counts
@@ -275,9 +307,9 @@ impl Tier for RedisTier {
         let Some(millis) = px_millis(&entry) else {
             return self.remove(key).await;
         };
-        self.bounded(
+        self.written(
             Some(key),
-            self.inner.pool.set::<(), _, _>(
+            self.writer().set::<(), _, _>(
                 full,
                 frame::encode(&entry),
                 Some(Expiration::PX(millis)),
@@ -290,7 +322,7 @@ impl Tier for RedisTier {
 
     async fn remove(&self, key: &str) -> Result<()> {
         let full = self.full_key(key);
-        self.bounded(Some(key), self.inner.pool.unlink::<i64, _>(full))
+        self.written(Some(key), self.writer().unlink::<i64, _>(full))
             .await
             .map(drop)
     }

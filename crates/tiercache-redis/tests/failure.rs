@@ -79,6 +79,42 @@ async fn a_frozen_server_costs_one_timeout_per_call() {
     server.resume().unwrap();
 }
 
+/// A write that answered `Timeout` never lands later: fred replays the commands it queued while
+/// the server was away once it reconnects, unless they were marked timed out. Otherwise a value
+/// its writer saw fail (and may since have replaced elsewhere) would appear in Redis afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_timed_out_while_the_server_was_away_is_never_applied() {
+    let mut server = RedisServer::start().unwrap();
+    let redis = tier(&server, "t:").await;
+    redis.set("before", minute(b"v")).await.unwrap();
+    server.stop();
+    for key in ["gone", "also-gone"] {
+        let err = redis.set(key, minute(b"stale")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { .. } | Error::Backend { .. }),
+            "{err}"
+        );
+    }
+    let err = redis.remove("before").await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.health().await.is_err() {
+        assert!(Instant::now() < deadline, "the tier did not reconnect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.set("marker", minute(b"m")).await.unwrap();
+    // Anything fred replayed on reconnect was written before this read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for key in ["gone", "also-gone"] {
+        assert_eq!(
+            redis.get(key).await.unwrap(),
+            None,
+            "{key} landed after its timeout"
+        );
+    }
+}
+
 /// The bound holds for every call in flight at once, not only for one: the tier times each
 /// call itself (fred's pool has no per-command timeout), so 256 reads and writes queued on four
 /// frozen connections all answer `Timeout` within the command timeout plus scheduling slack,
