@@ -161,6 +161,16 @@ impl RedisOptions {
         builder
     }
 
+    /// fred per-command options that bound a command by the command timeout, for connections
+    /// that have no timeout of their own (the tier's pool). fred marks a command that hits this
+    /// timeout and never writes or replays it afterwards.
+    pub fn command_options(&self) -> fred::prelude::Options {
+        fred::prelude::Options {
+            timeout: Some(self.command_timeout),
+            ..fred::prelude::Options::default()
+        }
+    }
+
     /// A connected pool of [`pool_size`](Self::pool_size) connections, as the tier uses.
     ///
     /// # Errors

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use fred::{
     clients::{Pool, WithOptions},
     interfaces::{ClientLike, KeysInterface},
-    prelude::Options,
     types::{Expiration, Key, Value, scan::Scanner},
 };
 use futures_util::{Stream, StreamExt, future::try_join_all};
@@ -66,8 +65,12 @@ struct Inner {
     name: String,
     key_prefix: String,
     command_timeout: Duration,
-    /// fred's per-command timeout, for the commands that change Redis (see `writer`).
-    write_options: Options,
+    /// The same pool with fred's own per-command timeout, for `SET` and `UNLINK`. A command fred
+    /// timed out is marked, and fred never writes it, nor replays it after a reconnect; with only
+    /// the caller's timer (`bounded`) a write its caller saw fail would still go out once the
+    /// server is back, and could land behind a newer write. Reads can be dropped unanswered, so
+    /// they take the cheaper timer.
+    writer: WithOptions<Pool>,
     clustered: bool,
     options: RedisOptions,
 }
@@ -111,9 +114,10 @@ impl RedisTier {
     pub async fn connect_with(options: RedisOptions) -> Result<Self> {
         let clustered = options.is_clustered();
         let command_timeout = options.command_timeout;
-        // The tier bounds each call itself (see `bounded`): on a raw fred pool, fred's own
-        // per-command timeout cut 64-task read throughput to 0.56x (133k against 237k reads/s,
-        // 9 alternating rounds), the same tokio timer around each call to 0.92x.
+        // Reads are bounded by the tier's own timer (see `bounded`), writes by fred's timeout set
+        // per command (`writer`): on a raw fred pool, fred's per-command timeout on every command
+        // cut 64-task read throughput to 0.56x (133k against 237k reads/s, 9 alternating
+        // rounds), the same tokio timer around each call to 0.92x.
         let pool = options
             .connect_pool_with(|builder| {
                 builder.with_performance_config(|perf| {
@@ -121,16 +125,14 @@ impl RedisTier {
                 });
             })
             .await?;
+        let writer = pool.with_options(&options.command_options());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                writer,
                 name: options.name.clone(),
                 key_prefix: options.key_prefix.clone(),
                 command_timeout,
-                write_options: Options {
-                    timeout: Some(command_timeout),
-                    ..Options::default()
-                },
                 clustered,
                 options,
             }),
@@ -173,16 +175,8 @@ impl RedisTier {
         }
     }
 
-    /// The pool with fred's own per-command timeout, for `SET` and `UNLINK`. A command fred timed
-    /// out is marked, and fred never writes it, nor replays it after a reconnect; with only the
-    /// caller's timer (`bounded`) a write its caller saw fail would still go out once the server
-    /// is back, and could land behind a newer write. Reads can be dropped unanswered, so they take
-    /// the cheaper timer.
-    fn writer(&self) -> WithOptions<Pool> {
-        self.inner.pool.with_options(&self.inner.write_options)
-    }
-
-    /// Maps the errors of a call on [`writer`](Self::writer), which fred bounds itself.
+    /// Maps the errors of a call on the tier's writer (see `Inner::writer`), which fred bounds
+    /// itself.
     async fn written<T>(
         &self,
         key: Option<&str>,
@@ -229,10 +223,9 @@ impl RedisTier {
             return Ok(0);
         }
         let groups = self.by_node(keys);
-        let writer = self.writer();
         let calls = groups.into_iter().map(|group| {
             let keys: Vec<Key> = group.into_iter().map(|(_, key)| Key::from(key)).collect();
-            self.written(None, writer.unlink::<i64, _>(keys))
+            self.written(None, self.inner.writer.unlink::<i64, _>(keys))
         });
         let counts = try_join_all(calls).await?;
         Ok(counts
@@ -309,7 +302,7 @@ impl Tier for RedisTier {
         };
         self.written(
             Some(key),
-            self.writer().set::<(), _, _>(
+            self.inner.writer.set::<(), _, _>(
                 full,
                 frame::encode(&entry),
                 Some(Expiration::PX(millis)),
@@ -322,7 +315,7 @@ impl Tier for RedisTier {
 
     async fn remove(&self, key: &str) -> Result<()> {
         let full = self.full_key(key);
-        self.written(Some(key), self.writer().unlink::<i64, _>(full))
+        self.written(Some(key), self.inner.writer.unlink::<i64, _>(full))
             .await
             .map(drop)
     }

@@ -3,7 +3,7 @@
 use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
 use fred::{
-    clients::{Client, Pool},
+    clients::{Client, Pool, WithOptions},
     interfaces::ClientLike,
     prelude::Options,
 };
@@ -23,7 +23,10 @@ pub struct Streams {
 }
 
 struct Shared {
-    pool: Pool,
+    /// The pool, each command bounded by the command timeout: set per command because a Redis
+    /// tier's pool, which [`Streams::from_tier`] shares, has no timeout of its own (the tier
+    /// times its reads itself).
+    pool: WithOptions<Pool>,
     options: RedisOptions,
     /// Whether the pool was opened here (and is closed here), or borrowed from a Redis tier.
     owns_pool: bool,
@@ -68,7 +71,7 @@ impl Streams {
         let pool = options.connect_pool().await?;
         Ok(Self {
             shared: Arc::new(Shared {
-                pool,
+                pool: pool.with_options(&options.command_options()),
                 options,
                 owns_pool: true,
             }),
@@ -80,7 +83,7 @@ impl Streams {
     pub fn from_tier(tier: &RedisTier) -> Self {
         Self {
             shared: Arc::new(Shared {
-                pool: tier.pool().clone(),
+                pool: tier.pool().with_options(&tier.options().command_options()),
                 options: tier.options().clone(),
                 owns_pool: false,
             }),
@@ -102,14 +105,8 @@ impl Streams {
         FieldStream::new(self.clone(), key)
     }
 
-    /// The pool, each command bounded by the command timeout. Set per command because a Redis
-    /// tier's pool, which [`from_tier`](Self::from_tier) shares, has no timeout of its own (the
-    /// tier times its calls itself).
-    pub(crate) fn pool(&self) -> fred::clients::WithOptions<Pool> {
-        self.shared.pool.with_options(&Options {
-            timeout: Some(self.shared.options.command_timeout_value()),
-            ..Options::default()
-        })
+    pub(crate) fn pool(&self) -> &WithOptions<Pool> {
+        &self.shared.pool
     }
 
     /// A connection of its own, for blocking reads.
