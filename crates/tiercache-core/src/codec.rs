@@ -144,39 +144,24 @@ fn parse_header(bytes: &[u8]) -> Option<([u8; HEADER_LEN], StoredMeta, &[u8])> {
 
 /// [`parse_header`], with the flags byte (0 for a version-1 header).
 fn parse_header_flags(bytes: &[u8]) -> Option<([u8; HEADER_LEN], StoredMeta, u8, &[u8])> {
-    let (header, mut rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
-    match header[0] {
-        MAGIC_V1 => return Some((*header, StoredMeta::default(), 0, rest)),
-        MAGIC => {}
-        _ => return None,
-    }
-    let flags = *take(&mut rest, 1)?.first()?;
-    if flags & !KNOWN_FLAGS != 0 {
-        return None;
-    }
-    let mut meta = StoredMeta {
-        ttl: Duration::from_millis(u64::from(take_u32(&mut rest)?)),
-        stale_window: Duration::from_millis(u64::from(take_u32(&mut rest)?)),
-        load_time: Duration::from_millis(u64::from(take_u32(&mut rest)?)),
-        ..StoredMeta::default()
-    };
-    if flags & FLAG_TAGS != 0 {
-        let written_at: [u8; 8] = take(&mut rest, 8)?.try_into().ok()?;
-        meta.written_at_ms = u64::from_le_bytes(written_at);
-        let count = *take(&mut rest, 1)?.first()?;
-        for _ in 0..count {
-            let len = *take(&mut rest, 1)?.first()?;
-            let tag = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
-            meta.tags.push(tag.to_owned());
-        }
-    }
-    Some((*header, meta, flags, rest))
+    let mut meta = StoredMeta::default();
+    let (header, flags, payload) = walk_header(bytes, Some(&mut meta))?;
+    Some((header, meta, flags, payload))
 }
 
 /// The header, flags and payload of stored bytes, the metadata skipped rather than built (no
 /// tag is copied): what decoding the value needs. `None` exactly when [`parse_header_flags`]
 /// would say `None`.
 fn split_header(bytes: &[u8]) -> Option<([u8; HEADER_LEN], u8, &[u8])> {
+    walk_header(bytes, None)
+}
+
+/// Walks the header of stored bytes, filling `meta` when one is given: (magic..schema header,
+/// flags, payload), `None` when the bytes do not start with a well-formed tiercache header.
+fn walk_header<'a>(
+    bytes: &'a [u8],
+    mut meta: Option<&mut StoredMeta>,
+) -> Option<([u8; HEADER_LEN], u8, &'a [u8])> {
     let (header, mut rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
     match header[0] {
         MAGIC_V1 => return Some((*header, 0, rest)),
@@ -187,14 +172,26 @@ fn split_header(bytes: &[u8]) -> Option<([u8; HEADER_LEN], u8, &[u8])> {
     if flags & !KNOWN_FLAGS != 0 {
         return None;
     }
-    // ttl, stale window, load time.
-    take(&mut rest, 12)?;
+    let millis = |rest: &mut &[u8]| take_u32(rest).map(|ms| Duration::from_millis(u64::from(ms)));
+    let (ttl, stale_window, load_time) =
+        (millis(&mut rest)?, millis(&mut rest)?, millis(&mut rest)?);
+    if let Some(meta) = meta.as_deref_mut() {
+        meta.ttl = ttl;
+        meta.stale_window = stale_window;
+        meta.load_time = load_time;
+    }
     if flags & FLAG_TAGS != 0 {
-        take(&mut rest, 8)?;
+        let written_at: [u8; 8] = take(&mut rest, 8)?.try_into().ok()?;
         let count = *take(&mut rest, 1)?.first()?;
         for _ in 0..count {
             let len = *take(&mut rest, 1)?.first()?;
-            std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
+            let tag = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
+            if let Some(meta) = meta.as_deref_mut() {
+                meta.tags.push(tag.to_owned());
+            }
+        }
+        if let Some(meta) = meta {
+            meta.written_at_ms = u64::from_le_bytes(written_at);
         }
     }
     Some((*header, flags, rest))
