@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
 use crate::{Entry, Filled, Lease, LeaseRead, Result};
 
@@ -213,8 +213,13 @@ pub trait Tier: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The boxed future every [`Tier`] method returns (the form `#[async_trait]` gives them).
+type TierCall<'a, R> = Pin<Box<dyn Future<Output = Result<R>> + Send + 'a>>;
+
 /// A shared tier is a tier: lets `Arc<dyn Tier>` (or `Arc<MyTier>`) go wherever a tier is expected.
-#[async_trait]
+///
+/// Written without `#[async_trait]`: each method hands back the inner tier's boxed future as it
+/// is, instead of boxing one more future around it (an allocation and a poll per call).
 impl<T: Tier + ?Sized> Tier for std::sync::Arc<T> {
     fn name(&self) -> &str {
         (**self).name()
@@ -222,44 +227,110 @@ impl<T: Tier + ?Sized> Tier for std::sync::Arc<T> {
     fn is_shared(&self) -> bool {
         (**self).is_shared()
     }
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        (**self).get(key).await
+    fn get<'s, 'k, 'f>(&'s self, key: &'k str) -> TierCall<'f, Option<Entry>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).get(key)
     }
-    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
-        (**self).set(key, entry).await
+    fn set<'s, 'k, 'f>(&'s self, key: &'k str, entry: Entry) -> TierCall<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).set(key, entry)
     }
-    async fn remove(&self, key: &str) -> Result<()> {
-        (**self).remove(key).await
+    fn remove<'s, 'k, 'f>(&'s self, key: &'k str) -> TierCall<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).remove(key)
     }
-    async fn remove_prefix(&self, prefix: &str) -> Result<u64> {
-        (**self).remove_prefix(prefix).await
+    fn remove_prefix<'s, 'k, 'f>(&'s self, prefix: &'k str) -> TierCall<'f, u64>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).remove_prefix(prefix)
     }
-    async fn clear(&self) -> Result<()> {
-        (**self).clear().await
+    fn clear<'s, 'f>(&'s self) -> TierCall<'f, ()>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).clear()
     }
-    async fn health(&self) -> Result<()> {
-        (**self).health().await
+    fn health<'s, 'f>(&'s self) -> TierCall<'f, ()>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).health()
     }
     fn supports_leases(&self) -> bool {
         (**self).supports_leases()
     }
-    async fn lease(&self, key: &str, ttl: Duration) -> Result<LeaseRead> {
-        (**self).lease(key, ttl).await
+    fn lease<'s, 'k, 'f>(&'s self, key: &'k str, ttl: Duration) -> TierCall<'f, LeaseRead>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).lease(key, ttl)
     }
-    async fn fill(&self, key: &str, entry: Entry, lease: &Lease) -> Result<Filled> {
-        (**self).fill(key, entry, lease).await
+    fn fill<'s, 'k, 'l, 'f>(
+        &'s self,
+        key: &'k str,
+        entry: Entry,
+        lease: &'l Lease,
+    ) -> TierCall<'f, Filled>
+    where
+        's: 'f,
+        'k: 'f,
+        'l: 'f,
+        Self: 'f,
+    {
+        (**self).fill(key, entry, lease)
     }
-    async fn release(&self, key: &str, lease: &Lease) -> Result<()> {
-        (**self).release(key, lease).await
+    fn release<'s, 'k, 'l, 'f>(&'s self, key: &'k str, lease: &'l Lease) -> TierCall<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        'l: 'f,
+        Self: 'f,
+    {
+        (**self).release(key, lease)
     }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        (**self).get_many(keys).await
+    fn get_many<'s, 'k, 'n, 'f>(&'s self, keys: &'k [&'n str]) -> TierCall<'f, Vec<Option<Entry>>>
+    where
+        's: 'f,
+        'k: 'f,
+        'n: 'f,
+        Self: 'f,
+    {
+        (**self).get_many(keys)
     }
-    async fn set_many(&self, entries: Vec<(String, Entry)>) -> Result<()> {
-        (**self).set_many(entries).await
+    fn set_many<'s, 'f>(&'s self, entries: Vec<(String, Entry)>) -> TierCall<'f, ()>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).set_many(entries)
     }
-    async fn remove_many(&self, keys: &[&str]) -> Result<()> {
-        (**self).remove_many(keys).await
+    fn remove_many<'s, 'k, 'n, 'f>(&'s self, keys: &'k [&'n str]) -> TierCall<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        'n: 'f,
+        Self: 'f,
+    {
+        (**self).remove_many(keys)
     }
 }
 

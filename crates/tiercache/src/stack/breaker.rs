@@ -78,20 +78,22 @@ impl<T: Tier> WithBreaker<T> {
         key: &str,
         call: impl Future<Output = Result<R>>,
     ) -> Result<R> {
-        let Some(permit) = self.breaker.acquire() else {
+        let permit = self.admit(key)?;
+        let result = call.await;
+        permit.settle(&result);
+        result
+    }
+
+    /// The first half of [`call`](Self::call), for a caller that awaits the tier itself: leave
+    /// to call it, or [`Error::Unavailable`] (counted as a skip) while the breaker is open.
+    pub(super) fn admit(&self, key: &str) -> Result<Permit<'_>> {
+        self.breaker.acquire().ok_or_else(|| {
             self.counters.skip();
-            return Err(Error::Unavailable {
+            Error::Unavailable {
                 tier: self.inner.name().to_owned(),
                 key: Some(key.to_owned()),
-            });
-        };
-        let result = call.await;
-        match &result {
-            // Only failures that say the tier is unwell count towards opening the breaker.
-            Err(err) if err.is_retryable() => permit.failed(),
-            Ok(_) | Err(_) => permit.succeeded(),
-        }
-        result
+            }
+        })
     }
 }
 
@@ -237,6 +239,15 @@ impl Breaker {
 }
 
 impl Permit<'_> {
+    /// The second half of [`WithBreaker::call`]: tells the breaker how the call went. Only
+    /// failures that say the tier is unwell count towards opening it.
+    pub(crate) fn settle<R>(self, result: &Result<R>) {
+        match result {
+            Err(err) if err.is_retryable() => self.failed(),
+            Ok(_) | Err(_) => self.succeeded(),
+        }
+    }
+
     /// The call got an answer: the tier works.
     pub(crate) fn succeeded(mut self) {
         let breaker = self.breaker;

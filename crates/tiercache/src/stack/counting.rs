@@ -34,7 +34,14 @@ impl<T: Tier> WithErrorCounts<T> {
         call: impl Future<Output = Result<R>>,
     ) -> Result<R> {
         let result = call.await;
-        if let Err(err) = &result {
+        self.note(operation, key, &result);
+        result
+    }
+
+    /// The part of [`call`](Self::call) after the answer, for a caller that awaits the tier
+    /// itself: counts and logs a failure.
+    pub(super) fn note<R>(&self, operation: &'static str, key: &str, result: &Result<R>) {
+        if let Err(err) = result {
             self.counters.error();
             tracing::warn!(
                 tier = self.inner.name(),
@@ -44,7 +51,6 @@ impl<T: Tier> WithErrorCounts<T> {
                 "tier call failed"
             );
         }
-        result
     }
 }
 

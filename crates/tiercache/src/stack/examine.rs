@@ -100,6 +100,15 @@ pub(super) enum FillStore {
     Undone,
 }
 
+/// What [`Stack::accept_at_once`] made of an entry.
+pub(super) enum AtOnce<T> {
+    /// Examined: nothing had to be awaited.
+    Done(Accepted<T>),
+    /// Needs [`Stack::accept`] (tags to check, or levels above to copy into): the entry, with
+    /// its header.
+    Later(Entry, StoredMeta),
+}
+
 /// One entry a level returned, examined.
 pub(super) enum Accepted<T> {
     Fresh(Found<T>),
@@ -109,13 +118,41 @@ pub(super) enum Accepted<T> {
 }
 
 impl Stack {
-    /// Examines an entry `key` read from level `index` and promotes it when it is fresh. Counts
-    /// the level's hit or miss (a stale entry is a miss), decode errors and tag rejections.
+    /// [`accept`](Self::accept) without a future, for the common entry that needs nothing
+    /// awaited: no tags to check and no level above its own to copy it into. Any other entry
+    /// comes back ([`AtOnce::Later`]), with its header, for `accept`. (The stack's read is
+    /// boxed on every L1 miss; kept free of `accept`'s future, it stays small enough for the
+    /// allocator's per-thread cache.)
+    pub(super) fn accept_at_once<T, D>(
+        &self,
+        index: usize,
+        key: &str,
+        entry: Entry,
+        decode: &D,
+    ) -> AtOnce<T>
+    where
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        let meta = StoredMeta::read(&entry.value);
+        if index > 0 || !meta.tags.is_empty() {
+            return AtOnce::Later(entry, meta);
+        }
+        AtOnce::Done(self.judge(index, key, entry, meta, decode).0)
+    }
+
+    /// Examines an entry `key` read from level `index` (with its header, `meta`) and promotes
+    /// it when it is fresh. Counts the level's hit or miss (a stale entry is a miss), decode
+    /// errors and tag rejections.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one entry with its header, its key in both forms, and what a promotion needs"
+    )]
     pub(super) async fn accept<T, D>(
         &self,
         index: usize,
         keys: Keys<'_>,
         entry: Entry,
+        meta: StoredMeta,
         decode: &D,
         gate: FillGate<'_>,
         leases: &mut Leases,
@@ -124,15 +161,38 @@ impl Stack {
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
     {
         let level = &self.levels[index];
-        let key = keys.key;
-        let meta = StoredMeta::read(&entry.value);
-        let entry = within_its_header(entry, &meta, level.scale());
         if !meta.tags.is_empty() && self.tag_invalidated(level, &meta).await {
             self.counters.tag_rejected();
             level.counters.miss();
-            tracing::debug!(tier = level.name(), key, tags = ?meta.tags, "a tag of the stored value was invalidated after it was written; read as a miss");
+            tracing::debug!(tier = level.name(), key = keys.key, tags = ?meta.tags, "a tag of the stored value was invalidated after it was written; read as a miss");
             return Accepted::Unusable;
         }
+        let (mut accepted, bytes) = self.judge(index, keys.key, entry, meta, decode);
+        if let Accepted::Fresh(found) = &mut accepted
+            && index > 0
+        {
+            found.raced = self.promote(index, keys, &bytes, found, gate, leases).await;
+        }
+        accepted
+    }
+
+    /// The part of [`accept`](Self::accept) after the tag check: decodes the entry and tells
+    /// whether it is fresh, stale or unusable, counting the level's hit or miss. Also returns
+    /// the stored bytes (a promotion copies them).
+    fn judge<T, D>(
+        &self,
+        index: usize,
+        key: &str,
+        entry: Entry,
+        meta: StoredMeta,
+        decode: &D,
+    ) -> (Accepted<T>, Bytes)
+    where
+        D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
+    {
+        let level = &self.levels[index];
+        let now = Instant::now();
+        let entry = within_its_header(entry, &meta, level.scale(), now);
         let value = match decode(&entry.value) {
             Ok(Decoded::Value(value)) => Some(Arc::new(value)),
             Ok(Decoded::Negative) => None,
@@ -140,13 +200,12 @@ impl Stack {
                 level.counters.decode_error();
                 level.counters.miss();
                 tracing::debug!(tier = level.name(), key, %err, "stored value does not decode; read as a miss");
-                return Accepted::Unusable;
+                return (Accepted::Unusable, entry.value);
             }
         };
-        let now = Instant::now();
         let Some(fresh) = fresh_for(&entry, &meta, now) else {
             level.counters.miss();
-            return match value {
+            let accepted = match value {
                 Some(value) => Accepted::Stale(StaleCopy {
                     value,
                     keep_until: entry.expires_at,
@@ -154,6 +213,7 @@ impl Stack {
                 }),
                 None => Accepted::Unusable,
             };
+            return (accepted, entry.value);
         };
         level.counters.hit();
         observe::answered_by(level.name());
@@ -167,11 +227,7 @@ impl Stack {
             source_scale: level.scale(),
             raced: false,
         };
-        let mut found = found;
-        found.raced = self
-            .promote(index, keys, &entry.value, &found, gate, leases)
-            .await;
-        Accepted::Fresh(found)
+        (Accepted::Fresh(found), entry.value)
     }
 
     /// Copies an entry found at level `index` into the levels above it that take promotions,
@@ -308,20 +364,17 @@ impl Stack {
 }
 
 /// `entry` with its expiry cut to what its own header allows in a level of TTL scale `scale`:
-/// its TTL times the scale plus its stale window, from now (a header without a TTL, as 0.1
+/// its TTL times the scale plus its stale window, from `now` (a header without a TTL, as 0.1
 /// wrote them, counts as [`DEFAULT_TTL`]). The expiry comes from the tier (Redis keeps it as
 /// wall-clock time in the value's frame): a far-future one, from a bad clock or a hostile
 /// writer, would otherwise give every promoted copy an almost endless life in L1.
-fn within_its_header(mut entry: Entry, meta: &StoredMeta, scale: f64) -> Entry {
+fn within_its_header(mut entry: Entry, meta: &StoredMeta, scale: f64, now: Instant) -> Entry {
     let ttl = if meta.ttl.is_zero() {
         DEFAULT_TTL
     } else {
         meta.ttl
     };
-    let longest = expiry_after(
-        expiry_after(Instant::now(), scale_ttl(ttl, scale)),
-        meta.stale_window,
-    );
+    let longest = expiry_after(expiry_after(now, scale_ttl(ttl, scale)), meta.stale_window);
     entry.expires_at = entry.expires_at.min(longest);
     entry
 }

@@ -1,9 +1,9 @@
 //! One level of the stack below L1 (L2, L3, ...): the tier wrapped in its per-tier layers, its
 //! options, its counters and its promotion gate.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use tiercache_core::{Entry, Result, Tier, TierCounters, TierStats};
+use tiercache_core::{Entry, LeaseRead, Result, Tier, TierCounters, TierStats};
 
 use super::{
     breaker::{Breaker, WithBreaker},
@@ -47,12 +47,28 @@ impl Level {
     }
 
     /// The read of every lookup below L1: through the same layers, in the same order, but with
-    /// their call routines composed directly, so that only the tier's own future is boxed (each
-    /// layer's `Tier::get` would box one more).
+    /// their routines before and after the call inlined here, so that only the tier's own
+    /// future is boxed (each layer's `Tier::get` would box one more) and this future holds
+    /// little more than that box (it is part of the boxed future of every L1 miss).
     pub(super) async fn get(&self, stored: &str) -> Result<Option<Entry>> {
+        let permit = self.tier.admit(stored)?;
         let counted = self.tier.inner();
-        let read = counted.call("get", stored, counted.inner().get(stored));
-        self.tier.call(stored, read).await
+        let tier: &dyn Tier = &**counted.inner();
+        let result = tier.get(stored).await;
+        counted.note("get", stored, &result);
+        permit.settle(&result);
+        result
+    }
+
+    /// The leased read (see [`Tier::lease`]), composed like [`get`](Self::get).
+    pub(super) async fn lease(&self, stored: &str, ttl: Duration) -> Result<LeaseRead> {
+        let permit = self.tier.admit(stored)?;
+        let counted = self.tier.inner();
+        let tier: &dyn Tier = &**counted.inner();
+        let result = tier.lease(stored, ttl).await;
+        counted.note("lease", stored, &result);
+        permit.settle(&result);
+        result
     }
 
     /// The batch read, composed like [`get`](Self::get).

@@ -18,7 +18,7 @@ mod tags;
 use std::time::Instant;
 
 pub use breaker::CircuitBreaker;
-use examine::{Accepted, FillStore, Keys};
+use examine::{Accepted, AtOnce, FillStore, Keys};
 pub(crate) use examine::{Below, Found};
 pub(crate) use leases::Leases;
 pub(crate) use level::Level;
@@ -168,13 +168,18 @@ impl Stack {
     where
         D: Fn(&Bytes) -> Result<Decoded<T>, DecodeError>,
     {
-        let mut below = Below::default();
         if self.levels.is_empty() {
-            return below;
+            return Below::default();
         }
-        if leasing != Leasing::Off {
-            below.leases = Leases::in_use_empty();
-        }
+        // The parts of the answer kept apart until it is made, so that this future does not
+        // carry room for a found entry across the levels' calls (it is part of the boxed
+        // future of every L1 miss).
+        let mut stale = None;
+        let mut stale_after_leases = false;
+        let mut leases = match leasing {
+            Leasing::Off => Leases::default(),
+            Leasing::Promote(_) | Leasing::Load(_) => Leases::in_use_empty(),
+        };
         let stored = self.namespace.apply(key);
         let keys = Keys {
             key,
@@ -190,7 +195,7 @@ impl Stack {
                 Leasing::Off => None,
             };
             let read = match leased {
-                Some(ttl) => level.tier.lease(&stored, ttl).await,
+                Some(ttl) => level.lease(&stored, ttl).await,
                 None => level.get(&stored).await.map(|found| match found {
                     Some(entry) => LeaseRead::Found(entry, tiercache_core::Lease::unguarded()),
                     // A plain miss: no lease was asked for.
@@ -200,36 +205,49 @@ impl Stack {
             let entry = match read {
                 Ok(LeaseRead::Found(entry, lease)) => {
                     if leased.is_some() {
-                        below.leases.put(index, level.raw(), &stored, lease, false);
+                        leases.put(index, level.raw(), &stored, lease, false);
                     }
                     entry
                 }
                 Ok(LeaseRead::Granted(lease)) => {
                     if leased.is_some() {
-                        below.leases.put(index, level.raw(), &stored, lease, true);
+                        leases.put(index, level.raw(), &stored, lease, true);
                     }
                     level.counters.miss();
                     continue;
                 }
                 Ok(LeaseRead::Held(left)) => {
-                    below.leases.held_elsewhere(left);
+                    leases.held_elsewhere(left);
                     level.counters.miss();
                     continue;
                 }
                 // Counted and logged by the level's layers; a broken level reads as a miss.
                 Err(_) => continue,
             };
-            let leases = &mut below.leases;
-            match self.accept(index, keys, entry, decode, gate, leases).await {
-                Accepted::Fresh(found) => {
-                    below.found = Some(found);
-                    return below;
+            // Bound first, so that no temporary of the match is kept across the await.
+            let at_once = self.accept_at_once(index, key, entry, decode);
+            let accepted = match at_once {
+                AtOnce::Done(accepted) => accepted,
+                AtOnce::Later(entry, meta) => {
+                    // Boxed where it happens: see `accept_at_once`.
+                    let accept = self.accept(index, keys, entry, meta, decode, gate, &mut leases);
+                    Box::pin(accept).await
                 }
-                Accepted::Stale(stale) => {
-                    if below.stale.is_none() {
-                        below.stale = Some(stale);
+            };
+            match accepted {
+                Accepted::Fresh(found) => {
+                    return Below {
+                        found: Some(found),
+                        stale,
+                        leases,
+                        stale_after_leases,
+                    };
+                }
+                Accepted::Stale(copy) => {
+                    if stale.is_none() {
+                        stale = Some(copy);
                         let later = self.levels.get(index + 1..).unwrap_or_default();
-                        below.stale_after_leases =
+                        stale_after_leases =
                             !later
                                 .iter()
                                 .enumerate()
@@ -245,7 +263,12 @@ impl Stack {
                 Accepted::Unusable => {}
             }
         }
-        below
+        Below {
+            found: None,
+            stale,
+            leases,
+            stale_after_leases,
+        }
     }
 
     /// Reads the keys of `keys` at `wanted` (indices) top-down, with one batch read per level
@@ -306,8 +329,17 @@ impl Stack {
                     Leasing::Off => Leases::default(),
                     Leasing::Promote(_) | Leasing::Load(_) => Leases::in_use_empty(),
                 };
+                let meta = StoredMeta::read(&entry.value);
                 let accepted = self
-                    .accept(index, keys, entry, decode, &gate_of_key, &mut no_leases)
+                    .accept(
+                        index,
+                        keys,
+                        entry,
+                        meta,
+                        decode,
+                        &gate_of_key,
+                        &mut no_leases,
+                    )
                     .await;
                 match accepted {
                     Accepted::Fresh(found) => answers[i].found = Some(found),
@@ -491,7 +523,7 @@ impl Stack {
             if !level.leases_fills() {
                 continue;
             }
-            match level.tier.lease(&stored, ttl).await {
+            match level.lease(&stored, ttl).await {
                 Ok(LeaseRead::Found(_, lease)) => {
                     leases.put(index, level.raw(), &stored, lease, false);
                 }
