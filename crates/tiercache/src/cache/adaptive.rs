@@ -82,7 +82,7 @@ impl<C: Codec> Cache<C> {
             chosen.store_with(options);
             Ok::<_, LoaderError>(Some(value))
         };
-        let call = self.compute_value(key, options.into(), Some(adaptive), loader);
+        let call = self.compute_value(key, options, Some(adaptive), loader);
         let value =
             observe::traced(call_span!("get_or_compute", key), call, observe::no_hit).await?;
         Ok(Arc::unwrap_or_clone(value))

@@ -117,16 +117,20 @@ impl<C: Codec> Engine<C> {
     /// # Errors
     ///
     /// As [`Cache::get_or_compute`](crate::Cache::get_or_compute).
-    pub(crate) async fn compute<T, F, Fut, E>(
+    ///
+    /// The options are turned into [`EntryOptions`] only after an L1 miss: a hit neither builds
+    /// nor moves them.
+    pub(crate) async fn compute<T, O, F, Fut, E>(
         self: &Arc<Self>,
         key: &str,
-        options: EntryOptions,
+        options: O,
         negatives: Negatives,
         adaptive: Option<Arc<Adaptive<T>>>,
         loader: F,
     ) -> Result<Option<Arc<T>>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        O: Into<EntryOptions>,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
         E: Into<LoaderError> + 'static,
@@ -173,8 +177,14 @@ impl<C: Codec> Engine<C> {
             FrontRead::Miss => false,
         };
         // Boxed: the miss path must not grow the hit path's future.
-        let after =
-            self.compute_after_front(key, options, negatives, past_deadline, adaptive, loader);
+        let after = self.compute_after_front(
+            key,
+            options.into(),
+            negatives,
+            past_deadline,
+            adaptive,
+            loader,
+        );
         Box::pin(after).await
     }
 
