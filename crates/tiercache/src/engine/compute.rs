@@ -118,8 +118,8 @@ impl<C: Codec> Engine<C> {
     ///
     /// As [`Cache::get_or_compute`](crate::Cache::get_or_compute).
     ///
-    /// The options are turned into [`EntryOptions`] only after an L1 miss: a hit neither builds
-    /// nor moves them.
+    /// The options are turned into [`EntryOptions`] only after an L1 miss: a hit does not build
+    /// them (from a `CacheStrategy`, say) and moves only what the caller passed.
     pub(crate) async fn compute<T, O, F, Fut, E>(
         self: &Arc<Self>,
         key: &str,

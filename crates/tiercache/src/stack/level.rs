@@ -73,10 +73,14 @@ impl Level {
 
     /// The batch read, composed like [`get`](Self::get).
     pub(super) async fn get_many(&self, stored: &[&str]) -> Result<Vec<Option<Entry>>> {
-        let counted = self.tier.inner();
         let first = stored.first().copied().unwrap_or_default();
-        let read = counted.call("get_many", first, counted.inner().get_many(stored));
-        self.tier.call(first, read).await
+        let permit = self.tier.admit(first)?;
+        let counted = self.tier.inner();
+        let tier: &dyn Tier = &**counted.inner();
+        let result = tier.get_many(stored).await;
+        counted.note("get_many", first, &result);
+        permit.settle(&result);
+        result
     }
 
     /// The tier itself, without its layers.
