@@ -1,7 +1,7 @@
 //! One level of the stack below L1 (L2, L3, ...): the tier wrapped in its per-tier layers, its
 //! options, its counters and its promotion gate.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tiercache_core::{Entry, LeaseRead, Result, Tier, TierCounters, TierStats};
 
@@ -47,38 +47,42 @@ impl Level {
     }
 
     /// The read of every lookup below L1: through the same layers, in the same order, but with
-    /// their routines before and after the call inlined here, so that only the tier's own
-    /// future is boxed (each layer's `Tier::get` would box one more) and this future holds
-    /// little more than that box (it is part of the boxed future of every L1 miss).
+    /// their routines before and after the call inlined (see [`layered`](Self::layered)), so
+    /// that only the tier's own future is boxed (each layer's `Tier::get` would box one more)
+    /// and this future holds little more than that box (it is part of the boxed future of every
+    /// L1 miss).
     pub(super) async fn get(&self, stored: &str) -> Result<Option<Entry>> {
-        let permit = self.tier.admit(stored)?;
-        let counted = self.tier.inner();
-        let tier: &dyn Tier = &**counted.inner();
-        let result = tier.get(stored).await;
-        counted.note("get", stored, &result);
-        permit.settle(&result);
-        result
+        self.layered("get", stored, |tier| tier.get(stored)).await
     }
 
     /// The leased read (see [`Tier::lease`]), composed like [`get`](Self::get).
     pub(super) async fn lease(&self, stored: &str, ttl: Duration) -> Result<LeaseRead> {
-        let permit = self.tier.admit(stored)?;
-        let counted = self.tier.inner();
-        let tier: &dyn Tier = &**counted.inner();
-        let result = tier.lease(stored, ttl).await;
-        counted.note("lease", stored, &result);
-        permit.settle(&result);
-        result
+        self.layered("lease", stored, |tier| tier.lease(stored, ttl))
+            .await
     }
 
     /// The batch read, composed like [`get`](Self::get).
     pub(super) async fn get_many(&self, stored: &[&str]) -> Result<Vec<Option<Entry>>> {
         let first = stored.first().copied().unwrap_or_default();
-        let permit = self.tier.admit(first)?;
+        self.layered("get_many", first, |tier| tier.get_many(stored))
+            .await
+    }
+
+    /// One call of the tier itself (`call` makes it, once the breaker lets it through), with
+    /// what the breaker and the error counts do before and after it.
+    async fn layered<'a, R, F>(
+        &'a self,
+        operation: &'static str,
+        key: &str,
+        call: impl FnOnce(&'a dyn Tier) -> F,
+    ) -> Result<R>
+    where
+        F: Future<Output = Result<R>>,
+    {
+        let permit = self.tier.admit(key)?;
         let counted = self.tier.inner();
-        let tier: &dyn Tier = &**counted.inner();
-        let result = tier.get_many(stored).await;
-        counted.note("get_many", first, &result);
+        let result = call(&**counted.inner()).await;
+        counted.note(operation, key, &result);
         permit.settle(&result);
         result
     }
