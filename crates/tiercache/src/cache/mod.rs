@@ -221,14 +221,16 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        // The loader wrapped here, and `compute_value` awaited right inside the span: one
-        // layer of futures less on the hit path.
+        // The loader wrapped here, and the engine's `compute` awaited right inside the span: no
+        // layer of futures between the handle and the engine on the hit path.
         let loader = || async move { loader().await.map(Some) };
-        observe::traced_inline!(
+        let loaded = observe::traced_inline!(
             call_span!("get_or_compute", key),
-            self.compute_value(key, options, None, loader),
+            self.engine
+                .compute(key, options, Negatives::LoadOver, None, loader),
             observe::no_hit
-        )
+        )?;
+        Self::always_loaded(key, loaded)
     }
 
     /// get-or-compute of a value that is always there (the loader yields `Some`), with or
@@ -251,6 +253,11 @@ impl<C: Codec> Cache<C> {
             .engine
             .compute(key, options, Negatives::LoadOver, adaptive, loader)
             .await?;
+        Self::always_loaded(key, loaded)
+    }
+
+    /// The value of a get-or-compute whose loader always yields `Some`.
+    fn always_loaded<T>(key: &str, loaded: Option<Arc<T>>) -> Result<Arc<T>> {
         // NOTE: with `LoadOver` and a loader that always yields `Some`, `compute` has no path
         // that returns `None`; the error is here so that a future change cannot turn into a panic.
         loaded.ok_or_else(|| Error::loader(key, "the load produced no value"))
