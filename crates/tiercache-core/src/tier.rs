@@ -216,6 +216,21 @@ pub trait Tier: Send + Sync + std::fmt::Debug {
 /// The boxed future every [`Tier`] method returns (the form `#[async_trait]` gives them).
 type TierCall<'a, R> = Pin<Box<dyn Future<Output = Result<R>> + Send + 'a>>;
 
+/// One method of `Arc<T>`'s `Tier` impl: the tier inside is called and its boxed future handed
+/// back as it is. The lifetimes name the borrowed arguments, as `#[async_trait]` spells them.
+macro_rules! forward {
+    ($name:ident<$($life:lifetime),*>($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        fn $name<'s, $($life,)* 'f>(&'s self, $($arg: $ty),*) -> TierCall<'f, $out>
+        where
+            's: 'f,
+            $($life: 'f,)*
+            Self: 'f,
+        {
+            (**self).$name($($arg),*)
+        }
+    };
+}
+
 /// A shared tier is a tier: lets `Arc<dyn Tier>` (or `Arc<MyTier>`) go wherever a tier is expected.
 ///
 /// Written without `#[async_trait]`: each method hands back the inner tier's boxed future as it
@@ -227,111 +242,21 @@ impl<T: Tier + ?Sized> Tier for std::sync::Arc<T> {
     fn is_shared(&self) -> bool {
         (**self).is_shared()
     }
-    fn get<'s, 'k, 'f>(&'s self, key: &'k str) -> TierCall<'f, Option<Entry>>
-    where
-        's: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        (**self).get(key)
-    }
-    fn set<'s, 'k, 'f>(&'s self, key: &'k str, entry: Entry) -> TierCall<'f, ()>
-    where
-        's: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        (**self).set(key, entry)
-    }
-    fn remove<'s, 'k, 'f>(&'s self, key: &'k str) -> TierCall<'f, ()>
-    where
-        's: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        (**self).remove(key)
-    }
-    fn remove_prefix<'s, 'k, 'f>(&'s self, prefix: &'k str) -> TierCall<'f, u64>
-    where
-        's: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        (**self).remove_prefix(prefix)
-    }
-    fn clear<'s, 'f>(&'s self) -> TierCall<'f, ()>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        (**self).clear()
-    }
-    fn health<'s, 'f>(&'s self) -> TierCall<'f, ()>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        (**self).health()
-    }
     fn supports_leases(&self) -> bool {
         (**self).supports_leases()
     }
-    fn lease<'s, 'k, 'f>(&'s self, key: &'k str, ttl: Duration) -> TierCall<'f, LeaseRead>
-    where
-        's: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        (**self).lease(key, ttl)
-    }
-    fn fill<'s, 'k, 'l, 'f>(
-        &'s self,
-        key: &'k str,
-        entry: Entry,
-        lease: &'l Lease,
-    ) -> TierCall<'f, Filled>
-    where
-        's: 'f,
-        'k: 'f,
-        'l: 'f,
-        Self: 'f,
-    {
-        (**self).fill(key, entry, lease)
-    }
-    fn release<'s, 'k, 'l, 'f>(&'s self, key: &'k str, lease: &'l Lease) -> TierCall<'f, ()>
-    where
-        's: 'f,
-        'k: 'f,
-        'l: 'f,
-        Self: 'f,
-    {
-        (**self).release(key, lease)
-    }
-    fn get_many<'s, 'k, 'n, 'f>(&'s self, keys: &'k [&'n str]) -> TierCall<'f, Vec<Option<Entry>>>
-    where
-        's: 'f,
-        'k: 'f,
-        'n: 'f,
-        Self: 'f,
-    {
-        (**self).get_many(keys)
-    }
-    fn set_many<'s, 'f>(&'s self, entries: Vec<(String, Entry)>) -> TierCall<'f, ()>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        (**self).set_many(entries)
-    }
-    fn remove_many<'s, 'k, 'n, 'f>(&'s self, keys: &'k [&'n str]) -> TierCall<'f, ()>
-    where
-        's: 'f,
-        'k: 'f,
-        'n: 'f,
-        Self: 'f,
-    {
-        (**self).remove_many(keys)
-    }
+    forward!(get<'k>(key: &'k str) -> Option<Entry>);
+    forward!(set<'k>(key: &'k str, entry: Entry) -> ());
+    forward!(remove<'k>(key: &'k str) -> ());
+    forward!(remove_prefix<'k>(prefix: &'k str) -> u64);
+    forward!(clear<>() -> ());
+    forward!(health<>() -> ());
+    forward!(lease<'k>(key: &'k str, ttl: Duration) -> LeaseRead);
+    forward!(fill<'k, 'l>(key: &'k str, entry: Entry, lease: &'l Lease) -> Filled);
+    forward!(release<'k, 'l>(key: &'k str, lease: &'l Lease) -> ());
+    forward!(get_many<'k, 'n>(keys: &'k [&'n str]) -> Vec<Option<Entry>>);
+    forward!(set_many<>(entries: Vec<(String, Entry)>) -> ());
+    forward!(remove_many<'k, 'n>(keys: &'k [&'n str]) -> ());
 }
 
 #[cfg(test)]

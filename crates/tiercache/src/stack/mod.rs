@@ -46,6 +46,16 @@ pub(crate) enum Leasing {
     Load(std::time::Duration),
 }
 
+impl Leasing {
+    /// The leases of a read with this leasing, none taken yet: in use unless leases are off.
+    fn empty_leases(self) -> Leases {
+        match self {
+            Leasing::Off => Leases::default(),
+            Leasing::Promote(_) | Leasing::Load(_) => Leases::in_use_empty(),
+        }
+    }
+}
+
 /// Which levels an invalidation reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reach {
@@ -176,10 +186,7 @@ impl Stack {
         // future of every L1 miss).
         let mut stale = None;
         let mut stale_after_leases = false;
-        let mut leases = match leasing {
-            Leasing::Off => Leases::default(),
-            Leasing::Promote(_) | Leasing::Load(_) => Leases::in_use_empty(),
-        };
+        let mut leases = leasing.empty_leases();
         let stored = self.namespace.apply(key);
         let keys = Keys {
             key,
@@ -325,10 +332,7 @@ impl Stack {
                     stored: &stored[i],
                 };
                 let gate_of_key = || gate(i);
-                let mut no_leases = match leasing {
-                    Leasing::Off => Leases::default(),
-                    Leasing::Promote(_) | Leasing::Load(_) => Leases::in_use_empty(),
-                };
+                let mut no_leases = leasing.empty_leases();
                 let meta = StoredMeta::read(&entry.value);
                 let accepted = self
                     .accept(
